@@ -1,0 +1,192 @@
+//! What an experiment is: data, features, split, tree parameters. Read from an optional TOML
+//! experiment file, then overridden by flags, then checked into a [`ValidExperiment`].
+//! Defaults reproduce the Spark reference pipeline on the flight-delay data.
+
+use std::path::{Path, PathBuf};
+
+use canopy_tree::{TreeParams, ValidTreeParams};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{DriverError, Result};
+
+/// The embedded dataset: NYC 2013 flights in the reference schema (see data/README.md).
+pub fn embedded_dataset() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/flights-2013.parquet")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Exact distributed histogram training: the same model on any number of executors.
+    #[default]
+    Exact,
+    /// One linfa-trees tree per executor shard, majority vote; changes with executor count.
+    Ensemble,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Exact => "exact",
+            Mode::Ensemble => "ensemble",
+        }
+    }
+}
+
+/// How the label is made: numeric values bucketed by `buckets`, or an indexed category.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelSpec {
+    pub column: String,
+    /// Class i holds values in [buckets[i-1], buckets[i]) (Spark's Bucketizer), with -inf and
+    /// +inf implied at the ends. Empty means the column is already categorical.
+    #[serde(default)]
+    pub buckets: Vec<f64>,
+}
+
+/// A column computed by a SQL expression over the input columns (quote mixed-case names).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DerivedColumn {
+    pub name: String,
+    pub sql: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FeatureSpec {
+    pub label: LabelSpec,
+    /// Used as they are (cast to double).
+    pub numeric: Vec<String>,
+    /// Indexed by descending frequency (ties by value), as Spark's StringIndexer does; the
+    /// feature is named `<column>_index`.
+    pub categorical: Vec<String>,
+    pub derived: Vec<DerivedColumn>,
+}
+
+impl Default for FeatureSpec {
+    fn default() -> Self {
+        FeatureSpec {
+            label: LabelSpec { column: "ArrDelay".into(), buckets: vec![-15.0, 0.0, 30.0] },
+            numeric: ["DepDelay", "Distance", "DayOfMonth", "DayOfWeek", "DayOfYear"].map(String::from).to_vec(),
+            categorical: ["Carrier", "Origin", "Dest", "Route"].map(String::from).to_vec(),
+            derived: vec![DerivedColumn { name: "Route".into(), sql: r#""Origin" || '-' || "Dest""#.into() }],
+        }
+    }
+}
+
+impl FeatureSpec {
+    /// Names of the feature vector, in order: numeric columns, then category indexes.
+    pub fn feature_names(&self) -> Vec<String> {
+        self.numeric.iter().cloned().chain(self.categorical.iter().map(|c| format!("{c}_index"))).collect()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SplitSpec {
+    pub seed: u64,
+    pub test_fraction: f64,
+    /// Partitions of each of train and test; fixed, so independent of the executor count.
+    pub partitions: u32,
+}
+
+impl Default for SplitSpec {
+    fn default() -> Self {
+        SplitSpec { seed: 42, test_fraction: 0.2, partitions: 12 }
+    }
+}
+
+/// The experiment file's shape (every section optional).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Experiment {
+    pub data: Option<PathBuf>,
+    pub mode: Mode,
+    pub features: FeatureSpec,
+    pub split: SplitSpec,
+    pub tree: TreeParams,
+}
+
+impl Experiment {
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| DriverError::ExperimentFile { path: path.to_path_buf(), reason: e.to_string() })?;
+        toml::from_str(&text).map_err(|e| DriverError::ExperimentFile { path: path.to_path_buf(), reason: e.to_string() })
+    }
+
+    pub fn check(self) -> Result<ValidExperiment> {
+        let f = &self.features;
+        if f.numeric.is_empty() && f.categorical.is_empty() {
+            return Err(DriverError::Config("no feature columns: give numeric and/or categorical columns".into()));
+        }
+        let names = f.feature_names();
+        for (i, name) in names.iter().enumerate() {
+            if names[..i].contains(name) {
+                return Err(DriverError::Config(format!("feature '{name}' is listed twice")));
+            }
+        }
+        if f.label.buckets.iter().any(|b| !b.is_finite()) || f.label.buckets.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(DriverError::Config(format!(
+                "label buckets must be finite and strictly increasing, got {:?}",
+                f.label.buckets
+            )));
+        }
+        if f.label.buckets.len() > 254 {
+            return Err(DriverError::Config("at most 254 label buckets (255 classes)".into()));
+        }
+        if !(self.split.test_fraction > 0.0 && self.split.test_fraction < 1.0) {
+            return Err(DriverError::Config(format!("test_fraction must be in (0, 1), got {}", self.split.test_fraction)));
+        }
+        if self.split.partitions == 0 {
+            return Err(DriverError::Config("partitions must be at least 1".into()));
+        }
+        let data = self.data.clone().unwrap_or_else(embedded_dataset);
+        let tree = self.tree.clone().check().map_err(DriverError::Params)?;
+        Ok(ValidExperiment { data, mode: self.mode, features: self.features, split: self.split, tree })
+    }
+}
+
+/// An experiment that passed [`Experiment::check`].
+#[derive(Debug, Clone)]
+pub struct ValidExperiment {
+    pub data: PathBuf,
+    pub mode: Mode,
+    pub features: FeatureSpec,
+    pub split: SplitSpec,
+    pub tree: ValidTreeParams,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_features_are_the_references() {
+        assert_eq!(
+            FeatureSpec::default().feature_names(),
+            ["DepDelay", "Distance", "DayOfMonth", "DayOfWeek", "DayOfYear", "Carrier_index", "Origin_index", "Dest_index", "Route_index"]
+        );
+    }
+
+    #[test]
+    fn experiment_file_round_trips_and_rejects_unknown_keys() {
+        let text = "mode = \"ensemble\"\n[split]\nseed = 7\n[tree]\nmax_depth = 3\n";
+        let e: Experiment = toml::from_str(text).expect("parses");
+        assert_eq!((e.mode, e.split.seed, e.split.partitions, e.tree.max_depth), (Mode::Ensemble, 7, 12, 3));
+        assert!(toml::from_str::<Experiment>("[tree]\nmax_dept = 3\n").is_err());
+    }
+
+    #[test]
+    fn bad_combinations_are_rejected() {
+        let mut e = Experiment::default();
+        e.split.test_fraction = 1.0;
+        assert!(matches!(e.check(), Err(DriverError::Config(m)) if m.contains("test_fraction")));
+        let mut e = Experiment::default();
+        e.features.label.buckets = vec![0.0, 0.0];
+        assert!(matches!(e.check(), Err(DriverError::Config(m)) if m.contains("strictly increasing")));
+        let mut e = Experiment::default();
+        e.tree.max_bins = 1000;
+        assert!(matches!(e.check(), Err(DriverError::Params(_))));
+    }
+}

@@ -1,0 +1,138 @@
+//! Data preparation: load and featurize (`features`, with DataFusion), split and partition
+//! (`split`), and the global bin edges, done once on the driver.
+
+pub mod features;
+pub mod import;
+pub mod load;
+pub mod split;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{Float64Array, RecordBatch, UInt8Array};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use canopy_tree::{BinEdges, FeatureBins};
+use serde::Serialize;
+
+use crate::config::ValidExperiment;
+use crate::error::{DriverError, Result};
+use features::{Encoding, Featurized};
+use split::{Role, assign};
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RowCounts {
+    pub read: u64,
+    pub dropped_null_label: u64,
+    pub train: u64,
+    pub test: u64,
+}
+
+/// Everything a run needs, computed once per sweep.
+pub struct Prepared {
+    pub source: PathBuf,
+    pub feature_names: Vec<String>,
+    pub encoding: Encoding,
+    pub edges: BinEdges,
+    /// One batch per partition: the features as Float64 and "label" as UInt8.
+    pub train: Vec<RecordBatch>,
+    pub test: Vec<RecordBatch>,
+    pub rows: RowCounts,
+    pub prepare_seconds: f64,
+}
+
+impl Prepared {
+    pub fn num_classes(&self) -> usize {
+        self.encoding.class_names.len()
+    }
+}
+
+/// The schema of partitions shipped to executors.
+pub fn partition_schema(feature_names: &[String]) -> SchemaRef {
+    let mut fields: Vec<Field> = feature_names.iter().map(|n| Field::new(n, DataType::Float64, false)).collect();
+    fields.push(Field::new("label", DataType::UInt8, false));
+    Arc::new(Schema::new(fields))
+}
+
+pub async fn prepare(exp: &ValidExperiment) -> Result<Prepared> {
+    let started = Instant::now();
+    let loaded = features::load(&exp.data, &exp.features, true).await?;
+    if loaded.rows() == 0 {
+        return Err(DriverError::EmptyDataset { path: exp.data.clone(), stage: "after dropping rows with a null label" });
+    }
+    let encoding = Encoding::fit(&loaded, &exp.features).await?;
+    if encoding.class_names.len() < 2 {
+        return Err(DriverError::Config(format!(
+            "label '{}' has {} class(es) in '{}'; a classifier needs at least 2",
+            exp.features.label.column,
+            encoding.class_names.len(),
+            exp.data.display()
+        )));
+    }
+    let Featurized { columns, labels } = encoding.apply(&loaded, &exp.features)?;
+    let labels = labels.ok_or_else(|| DriverError::Internal("labels missing after load".into()))?;
+
+    let parts = exp.split.partitions as usize;
+    let mut train_rows: Vec<Vec<u32>> = vec![Vec::new(); parts];
+    let mut test_rows: Vec<Vec<u32>> = vec![Vec::new(); parts];
+    for (i, &row) in loaded.row_numbers.iter().enumerate() {
+        let (role, p) = assign(exp.split.seed, row, exp.split.test_fraction, exp.split.partitions);
+        let index = u32::try_from(i).map_err(|_| DriverError::Config("more than 2^32 rows".into()))?;
+        match role {
+            Role::Train => train_rows[p as usize].push(index),
+            Role::Test => test_rows[p as usize].push(index),
+        }
+    }
+    let count = |rows: &[Vec<u32>]| rows.iter().map(|r| r.len() as u64).sum::<u64>();
+    let rows = RowCounts {
+        read: loaded.rows_read,
+        dropped_null_label: loaded.rows_read - loaded.rows() as u64,
+        train: count(&train_rows),
+        test: count(&test_rows),
+    };
+    if rows.train == 0 || rows.test == 0 {
+        return Err(DriverError::EmptyDataset { path: exp.data.clone(), stage: "in the train or test split" });
+    }
+    let feature_names = exp.features.feature_names();
+    let edges = bin_edges(&feature_names, &columns, &train_rows, exp.tree.max_bins)?;
+    let schema = partition_schema(&feature_names);
+    let batch = |rows: &Vec<u32>| -> Result<RecordBatch> {
+        let mut arrays: Vec<arrow::array::ArrayRef> = columns
+            .iter()
+            .map(|c| Arc::new(Float64Array::from_iter_values(rows.iter().map(|&r| c[r as usize]))) as _)
+            .collect();
+        arrays.push(Arc::new(UInt8Array::from_iter_values(rows.iter().map(|&r| labels[r as usize]))));
+        RecordBatch::try_new(schema.clone(), arrays).map_err(|e| DriverError::Internal(e.to_string()))
+    };
+    let train = train_rows.iter().map(batch).collect::<Result<Vec<_>>>()?;
+    let test = test_rows.iter().map(batch).collect::<Result<Vec<_>>>()?;
+    Ok(Prepared {
+        source: exp.data.clone(),
+        feature_names,
+        encoding,
+        edges,
+        train,
+        test,
+        rows,
+        prepare_seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Exact global value counts of every feature over the training rows, then quantile edges.
+fn bin_edges(names: &[String], columns: &[Vec<f64>], train_rows: &[Vec<u32>], max_bins: u32) -> Result<BinEdges> {
+    let mut features = Vec::with_capacity(columns.len());
+    for (name, column) in names.iter().zip(columns) {
+        let mut counts: HashMap<u64, u64> = HashMap::new();
+        for &r in train_rows.iter().flatten() {
+            let v = column[r as usize];
+            // -0.0 and 0.0 are one value.
+            let v = if v == 0.0 { 0.0 } else { v };
+            *counts.entry(v.to_bits()).or_default() += 1;
+        }
+        let mut value_counts: Vec<(f64, u64)> = counts.into_iter().map(|(bits, n)| (f64::from_bits(bits), n)).collect();
+        value_counts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        features.push(FeatureBins::from_value_counts(name, &value_counts, max_bins)?);
+    }
+    Ok(BinEdges { features })
+}

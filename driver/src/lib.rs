@@ -1,0 +1,82 @@
+//! The Canopy driver: prepares data with DataFusion, trains on executors, reports.
+//!
+//! - `config`: the experiment (data, features, split, tree parameters), checked.
+//! - `data`: loading, features, split and partitions, bin edges.
+//! - `cluster`: spawning and connecting executors, heartbeats.
+//! - `dispatch`: tasks on executors, merging, recovery from lost executors.
+//! - `run`: one run, distributed or in-process.
+//! - `model`, `report`, `predict`, `output`: what is written.
+
+pub mod cluster;
+pub mod config;
+pub mod data;
+pub mod dispatch;
+pub mod error;
+pub mod model;
+pub mod output;
+pub mod predict;
+pub mod report;
+pub mod run;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tracing::info;
+
+use crate::config::ValidExperiment;
+use crate::error::{DriverError, Result};
+use crate::report::Report;
+use crate::run::{ExecutorSource, RunResult, Timeouts};
+
+/// What `scale` and `train` run.
+pub enum Plan {
+    /// Each count in turn, `repeat` times.
+    Sweep { counts: Vec<usize>, repeat: u32, source: ExecutorSource },
+    /// The in-process reference run.
+    InProcess,
+}
+
+/// Prepares the data once, runs the plan, writes the report under `out` and returns it.
+pub async fn run_plan(exp: &ValidExperiment, plan: &Plan, timeouts: &Timeouts, out: &Path) -> Result<(Report, Vec<PathBuf>)> {
+    if let Plan::Sweep { counts, repeat, .. } = plan {
+        if counts.is_empty() || counts.contains(&0) {
+            return Err(DriverError::Config(format!("executor counts must be at least 1, got {counts:?}")));
+        }
+        if *repeat == 0 {
+            return Err(DriverError::Config("--repeat must be at least 1".into()));
+        }
+    }
+    info!(data = %exp.data.display(), "preparing data");
+    let prepared = Arc::new(data::prepare(exp).await?);
+    info!(
+        rows = prepared.rows.read,
+        train = prepared.rows.train,
+        test = prepared.rows.test,
+        seconds = format!("{:.2}", prepared.prepare_seconds),
+        "data prepared"
+    );
+    let mut runs: Vec<(u32, RunResult)> = Vec::new();
+    match plan {
+        Plan::InProcess => runs.push((1, run::run_in_process(&prepared, exp)?)),
+        Plan::Sweep { counts, repeat, source } => {
+            for repetition in 1..=*repeat {
+                for &count in counts {
+                    info!(executors = count, repetition, "run starting");
+                    let result = run::run_distributed(prepared.clone(), exp, source, count, timeouts).await?;
+                    info!(
+                        executors = count,
+                        train_seconds = format!("{:.3}", result.train_seconds),
+                        accuracy = format!("{:.4}", result.metrics.accuracy),
+                        "run done"
+                    );
+                    runs.push((repetition, result));
+                }
+            }
+            // Sweep order for the report: by count, then repetition.
+            runs.sort_by_key(|(rep, r)| (counts.iter().position(|&c| c == r.executors), *rep));
+        }
+    }
+    let report = Report::new(&prepared, &exp.tree, &exp.split, exp.mode, &runs);
+    let written = report::write_all(out, &report, &runs)?;
+    Ok((report, written))
+}

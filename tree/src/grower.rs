@@ -1,0 +1,188 @@
+//! Level-wise tree growth over any source of histograms.
+//!
+//! ALGORITHM
+//! 1. Ask the source for the root's histogram: class counts per feature and bin, summed over
+//!    every training row wherever it lives.
+//! 2. For each open node of the current depth, in ascending node id, find the best split
+//!    (see `split`). A node with no valid split, a pure node, or one too small to split stays a
+//!    leaf. Children get the next free ids, in that same order, so ids never depend on timing.
+//! 3. Send the level's decisions to the source, which routes its rows to the children. The
+//!    decisions form one log; their position in it makes a retried or replayed request safe.
+//! 4. Children that may split again need histograms. For each split whose children both need
+//!    one, only the smaller child (fewer rows, by the global counts; left on ties) is built and
+//!    the larger is derived as parent minus smaller. Requests are batched so that one batch of
+//!    histograms fits `max_memory_mb`.
+//! 5. Repeat from 2 with the children until `max_depth`.
+//!
+//! Counts are integers, so the histograms, and therefore every decision, are the same bits
+//! whatever the number of executors or partitions, and whatever order their answers arrive in.
+
+use crate::bins::BinEdges;
+use crate::split::best_split;
+use crate::{HistogramLayout, Node, NodeHistogram, NodeId, SplitDecision, Tree, TreeError, ValidTreeParams};
+use crate::model::Split;
+
+/// Where histograms come from: partitions in this process, or executors over the network.
+pub trait StatsSource {
+    type Error: From<TreeError>;
+    /// The histograms of `nodes`, summed over all training rows, in the order asked.
+    fn histograms(&mut self, nodes: &[NodeId]) -> Result<Vec<NodeHistogram>, Self::Error>;
+    /// Routes rows of the split nodes; `first_index` is the log position of `decisions[0]`.
+    fn apply_splits(&mut self, first_index: usize, decisions: &[SplitDecision]) -> Result<(), Self::Error>;
+}
+
+/// What growing cost, for reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GrowthStats {
+    pub histogram_batches: u64,
+    pub nodes_built: u64,
+    pub nodes_derived: u64,
+    pub nodes_split: u64,
+}
+
+/// Progress of growth, for logs.
+#[derive(Debug, Clone)]
+pub struct LevelDone {
+    pub depth: u32,
+    pub splits: usize,
+    pub open_nodes_next: usize,
+}
+
+pub fn grow_tree<S: StatsSource>(
+    source: &mut S,
+    edges: &BinEdges,
+    num_classes: usize,
+    params: &ValidTreeParams,
+    mut on_level: impl FnMut(&LevelDone),
+) -> Result<(Tree, GrowthStats), S::Error> {
+    let layout = HistogramLayout::new(edges, num_classes);
+    let mut stats = GrowthStats::default();
+    let root_hist = fetch(source, &[NodeId::ROOT], &layout, params, &mut stats)?.remove(0);
+    let root_counts = root_hist.class_counts(&layout);
+    if root_counts.iter().sum::<u64>() == 0 {
+        return Err(TreeError::EmptyTrainingSet.into());
+    }
+    let mut nodes = vec![Node::new(NodeId::ROOT, 0, root_counts.clone(), params.impurity.of(&root_counts, root_counts.iter().sum()))];
+    let mut open: Vec<(NodeId, NodeHistogram)> =
+        if may_split(&nodes[0], params) { vec![(NodeId::ROOT, root_hist)] } else { Vec::new() };
+    let mut log_len = 0usize;
+
+    while !open.is_empty() {
+        let depth = nodes[open[0].0.index()].depth;
+        // 2. Decide.
+        let mut decisions = Vec::new();
+        let mut parents = Vec::new();
+        for (id, hist) in open {
+            let parent_counts = nodes[id.index()].class_counts.clone();
+            let Some(best) = best_split(&hist, &layout, &parent_counts, params) else { continue };
+            let (left, right) = (NodeId(nodes.len() as u32), NodeId(nodes.len() as u32 + 1));
+            let child = |id, counts: Vec<u64>| {
+                let n = counts.iter().sum();
+                Node::new(id, depth + 1, counts.clone(), params.impurity.of(&counts, n))
+            };
+            nodes.push(child(left, best.left_counts));
+            nodes.push(child(right, best.right_counts));
+            nodes[id.index()].split = Some(Split {
+                feature: best.feature as u32,
+                threshold: edges.features[best.feature].thresholds[usize::from(best.threshold_bin)],
+                threshold_bin: best.threshold_bin,
+                gain: best.gain,
+                left,
+                right,
+            });
+            decisions.push(SplitDecision { node: id, feature: best.feature as u32, threshold_bin: best.threshold_bin, left, right });
+            parents.push(hist);
+        }
+        stats.nodes_split += decisions.len() as u64;
+        if decisions.is_empty() {
+            on_level(&LevelDone { depth, splits: 0, open_nodes_next: 0 });
+            break;
+        }
+        // 3. Route rows.
+        source.apply_splits(log_len, &decisions)?;
+        log_len += decisions.len();
+
+        // 4. Plan which children to build and which to derive.
+        let mut to_build = Vec::new();
+        let mut plans = Vec::new();
+        for d in &decisions {
+            let (l, r) = (&nodes[d.left.index()], &nodes[d.right.index()]);
+            let (need_l, need_r) = (may_split(l, params), may_split(r, params));
+            let smaller = if l.count() <= r.count() { d.left } else { d.right };
+            let plan = match (need_l, need_r) {
+                (true, true) => Plan::BuildAndDerive { built: smaller, derived: if smaller == d.left { d.right } else { d.left } },
+                (true, false) => Plan::Build(d.left),
+                (false, true) => Plan::Build(d.right),
+                (false, false) => Plan::Nothing,
+            };
+            match plan {
+                Plan::BuildAndDerive { built, .. } | Plan::Build(built) => to_build.push(built),
+                Plan::Nothing => {}
+            }
+            plans.push(plan);
+        }
+        let mut built = fetch(source, &to_build, &layout, params, &mut stats)?.into_iter();
+        let mut next = Vec::new();
+        for (plan, parent) in plans.into_iter().zip(parents) {
+            match plan {
+                Plan::Nothing => {}
+                Plan::Build(id) => next.push((id, built.next().ok_or(missing())?)),
+                Plan::BuildAndDerive { built: b, derived } => {
+                    let hist = built.next().ok_or(missing())?;
+                    next.push((derived, hist.sibling_of(&parent, derived.0)?));
+                    next.push((b, hist));
+                    stats.nodes_derived += 1;
+                }
+            }
+        }
+        next.sort_by_key(|(id, _)| *id);
+        on_level(&LevelDone { depth, splits: decisions.len(), open_nodes_next: next.len() });
+        open = next;
+    }
+    let tree = Tree { num_features: edges.num_features() as u32, num_classes: num_classes as u32, nodes };
+    Ok((tree, stats))
+}
+
+enum Plan {
+    Nothing,
+    Build(NodeId),
+    BuildAndDerive { built: NodeId, derived: NodeId },
+}
+
+fn missing() -> TreeError {
+    TreeError::MalformedTree { detail: "source returned fewer histograms than asked".into() }
+}
+
+/// A node may split if it is above max depth, impure, and big enough for two children.
+fn may_split(node: &Node, params: &ValidTreeParams) -> bool {
+    let impure = node.class_counts.iter().filter(|&&c| c > 0).count() > 1;
+    node.depth < params.max_depth && impure && node.count() >= 2 * params.min_instances_per_node
+}
+
+/// Asks for histograms in batches that fit the memory budget, checking each answer's size.
+fn fetch<S: StatsSource>(
+    source: &mut S,
+    nodes: &[NodeId],
+    layout: &HistogramLayout,
+    params: &ValidTreeParams,
+    stats: &mut GrowthStats,
+) -> Result<Vec<NodeHistogram>, S::Error> {
+    let budget = usize::try_from(params.max_memory_mb).unwrap_or(usize::MAX).saturating_mul(1 << 20);
+    let per_batch = (budget / layout.bytes_per_node().max(1)).max(1);
+    let mut out = Vec::with_capacity(nodes.len());
+    for batch in nodes.chunks(per_batch) {
+        let hists = source.histograms(batch)?;
+        if hists.len() != batch.len() {
+            return Err(missing().into());
+        }
+        for (node, hist) in batch.iter().zip(&hists) {
+            if hist.counts.len() != layout.len() {
+                return Err(TreeError::HistogramSizeMismatch { node: node.0, expected: layout.len(), found: hist.counts.len() }.into());
+            }
+        }
+        stats.histogram_batches += 1;
+        stats.nodes_built += batch.len() as u64;
+        out.extend(hists);
+    }
+    Ok(out)
+}
