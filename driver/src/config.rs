@@ -178,6 +178,12 @@ mod tests {
     }
 
     #[test]
+    fn shipped_experiment_file_is_the_default() {
+        let shipped: Experiment = toml::from_str(include_str!("../../experiments/flights.toml")).expect("parses");
+        assert_eq!(shipped, Experiment::default());
+    }
+
+    #[test]
     fn bad_combinations_are_rejected() {
         let mut e = Experiment::default();
         e.split.test_fraction = 1.0;

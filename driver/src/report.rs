@@ -64,6 +64,11 @@ pub struct Report {
     pub runs: Vec<RunReport>,
 }
 
+/// Seconds an executor was busy, all phases.
+fn busy(e: &ExecutorReport) -> f64 {
+    e.busy_seconds.values().fold(0.0, |a, b| a + b)
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     if values.is_empty() {
         return f64::NAN;
@@ -177,7 +182,7 @@ impl Report {
                 r.retries,
                 r.failures.len(),
                 join(&|e| e.tasks.to_string()),
-                join(&|e| format!("{:.3}", e.busy_seconds.values().sum::<f64>())),
+                join(&|e| format!("{:.3}", busy(e))),
                 join(&|e| e.peak_heap_bytes.to_string()),
             );
         }
@@ -195,7 +200,9 @@ impl Report {
             "tasks/executor", "busy_s/executor", "peak_heap_MiB/executor", "driver_MiB"
         );
         for r in &self.runs {
-            let list = |f: &dyn Fn(&ExecutorReport) -> String| r.executor_stats.iter().map(f).collect::<Vec<_>>().join("/");
+            let list = |f: &dyn Fn(&ExecutorReport) -> String| {
+                r.executor_stats.iter().map(|e| if e.alive_at_end { f(e) } else { "lost".into() }).collect::<Vec<_>>().join("/")
+            };
             let _ = writeln!(
                 out,
                 "{:>9} {:>3} {:>8.3} {:>8.3} {:>8.4} {:>9.4} {:>9.4} {:>9.4} {:>7.2} {:>6.2}  {:<16} {:<22} {:<22} {:>9.1}",
@@ -210,7 +217,7 @@ impl Report {
                 r.speedup,
                 r.efficiency,
                 list(&|e| e.tasks.to_string()),
-                list(&|e| format!("{:.2}", e.busy_seconds.values().sum::<f64>())),
+                list(&|e| format!("{:.2}", busy(e))),
                 list(&|e| format!("{:.1}", mib(e.peak_heap_bytes))),
                 mib(r.driver_peak_heap_bytes),
             );
@@ -264,7 +271,7 @@ impl Report {
                 .y_label_area_size(52)
                 .build_cartesian_2d(0.5..max_x + 0.5, 0.0..max_t)
                 .map_err(|e| draw_err(&e))?;
-            chart.configure_mesh().x_desc("executors").y_desc("seconds").draw().map_err(|e| draw_err(&e))?;
+            chart.configure_mesh().x_desc("executors").x_label_formatter(&integer_ticks).y_desc("seconds").draw().map_err(|e| draw_err(&e))?;
             for (label, color, pick) in [("train", BLUE, 1usize), ("total", RED, 2usize)] {
                 let points: Vec<(f64, f64)> =
                     medians.iter().map(|m| (m.0 as f64, if pick == 1 { m.1 } else { m.2 })).collect();
@@ -285,7 +292,7 @@ impl Report {
                 .y_label_area_size(52)
                 .build_cartesian_2d(0.5..max_x + 0.5, 0.0..max_s)
                 .map_err(|e| draw_err(&e))?;
-            chart.configure_mesh().x_desc("executors").y_desc("speedup").draw().map_err(|e| draw_err(&e))?;
+            chart.configure_mesh().x_desc("executors").x_label_formatter(&integer_ticks).y_desc("speedup").draw().map_err(|e| draw_err(&e))?;
             let base = medians.first().map_or(1.0, |m| m.0 as f64);
             chart
                 .draw_series(LineSeries::new(medians.iter().map(|m| (m.0 as f64, m.0 as f64 / base)), BLACK.mix(0.4)))
@@ -304,6 +311,11 @@ impl Report {
         }
         Ok(svg)
     }
+}
+
+/// Executor counts are whole numbers: label only those ticks.
+fn integer_ticks(x: &f64) -> String {
+    if x.fract() == 0.0 { format!("{x:.0}") } else { String::new() }
 }
 
 /// Writes the report, its CSV and plot, and the run models under `dir`. Everything is

@@ -80,11 +80,10 @@ impl ExecutorService {
     }
 
     fn count_sent(&self, job_id: &str, bytes: usize) {
-        if let Ok(mut guard) = self.inner.job.lock() {
-            if let Some(job) = guard.as_mut().filter(|j| j.id == job_id) {
+        if let Ok(mut guard) = self.inner.job.lock()
+            && let Some(job) = guard.as_mut().filter(|j| j.id == job_id) {
                 job.stats.bytes_sent += bytes as u64;
             }
-        }
     }
 }
 

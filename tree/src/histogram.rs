@@ -96,9 +96,8 @@ impl NodeHistogram {
         let c = layout.num_classes();
         let start = layout.feature_start(0);
         for bin in 0..layout.num_bins(0) {
-            for class in 0..c {
-                totals[class] += self.counts[start + bin * c + class];
-            }
+            let counts = &self.counts[start + bin * c..start + (bin + 1) * c];
+            totals.iter_mut().zip(counts).for_each(|(t, n)| *t += n);
         }
         totals
     }

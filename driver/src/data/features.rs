@@ -159,7 +159,8 @@ fn to_f64(path: &Path, column: &str, array: &ArrayRef, first_row: u64) -> Result
     if values.null_count() > array.null_count() {
         let text = cast(array, &DataType::Utf8).map_err(cast_err)?;
         let text = text.as_string::<i32>();
-        if let Some(i) = (0..array.len()).find(|&i| array.is_valid(i) && values.is_null(i)) {
+        // Blank text is a missing value (CSV writes nulls that way); anything else is an error.
+        if let Some(i) = (0..array.len()).find(|&i| array.is_valid(i) && values.is_null(i) && !text.value(i).trim().is_empty()) {
             return Err(DriverError::NonNumericValue {
                 path: path.to_path_buf(),
                 column: column.to_string(),
@@ -180,16 +181,14 @@ fn check_no_nulls(loaded: &Loaded, spec: &FeatureSpec) -> Result<()> {
         for (i, name) in names.iter().enumerate() {
             let column = batch.column(offset + i);
             let row_of = |j: usize| loaded.row_numbers[row_base + j];
-            if column.null_count() > 0 {
-                if let Some(j) = (0..column.len()).find(|&j| column.is_null(j)) {
+            if column.null_count() > 0
+                && let Some(j) = (0..column.len()).find(|&j| column.is_null(j)) {
                     return Err(DriverError::NullFeature { path: loaded.path.clone(), column: name.to_string(), row: row_of(j) });
                 }
-            }
-            if let Some(values) = column.as_any().downcast_ref::<Float64Array>() {
-                if let Some((j, &v)) = values.values().iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            if let Some(values) = column.as_any().downcast_ref::<Float64Array>()
+                && let Some((j, &v)) = values.values().iter().enumerate().find(|(_, v)| !v.is_finite()) {
                     return Err(DriverError::NonFiniteValue { path: loaded.path.clone(), column: name.to_string(), row: row_of(j), value: v });
                 }
-            }
         }
         row_base += batch.num_rows();
     }

@@ -1,0 +1,149 @@
+//! Bad input: one clear message naming the file, column, row or address; a non-zero exit;
+//! no panic; nothing written to --out.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+
+const HEADER: &str = "ArrDelay,Carrier,DayOfMonth,DayOfWeek,DayOfYear,DepDelay,Dest,Distance,Origin";
+const ROW: &str = "5.0,UA,1,2,1,3.0,IAH,1400.0,EWR";
+
+fn csv(dir: &Path, name: &str, rows: &[&str]) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, rows.join("\n") + "\n").unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+/// Runs `train` with `args` (plus --out), expects failure with `expected` in the error line.
+fn fails_with(args: &[&str], expected: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let mut all = vec!["train", "--executors", "1", "--quiet", "--out", out.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let output = driver(&all);
+    let err = stderr(&output);
+    assert!(!output.status.success(), "should fail: {args:?}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.starts_with("error: ") && err.contains(expected), "expected {expected:?} in:\n{err}");
+    assert!(!out.exists(), "--out must stay untouched");
+}
+
+#[test]
+fn missing_file() {
+    fails_with(&["--data", "/no/such/flights.parquet"], "cannot read '/no/such/flights.parquet': No such file or directory");
+}
+
+#[test]
+fn directory_instead_of_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d.csv");
+    std::fs::create_dir(&dir).unwrap();
+    fails_with(&["--data", dir.to_str().unwrap()], "d.csv': not a regular file");
+}
+
+#[test]
+fn unknown_extension() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = csv(tmp.path(), "flights.xlsx", &[HEADER, ROW]);
+    fails_with(&["--data", &path], "flights.xlsx' has an unknown extension; expected .parquet, .csv, .json");
+}
+
+#[test]
+fn missing_column() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = csv(tmp.path(), "f.csv", &["ArrDelay,Carrier,DayOfMonth,DayOfWeek,DayOfYear,DepDelay,Dest,Origin", "5,UA,1,2,1,3,IAH,EWR"]);
+    fails_with(&["--data", &path], "has no column 'Distance' (needed as a numeric feature); its columns are: ArrDelay, Carrier");
+}
+
+#[test]
+fn non_numeric_value_names_row_and_column() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = csv(tmp.path(), "f.csv", &[HEADER, ROW, ROW, "5.0,UA,1,2,1,late,IAH,1400.0,EWR", ROW]);
+    fails_with(&["--data", &path], "column 'DepDelay' of");
+    fails_with(&["--data", &path], "has a non-numeric value 'late' at row 3; expected a number");
+}
+
+#[test]
+fn mistyped_column() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = csv(tmp.path(), "f.csv", &[&format!("{HEADER},When"), &format!("{ROW},2013-01-01"), &format!("{ROW},2013-01-02")]);
+    fails_with(&["--data", &path, "--numeric", "DepDelay,When"], "column 'When' of");
+    fails_with(&["--data", &path, "--numeric", "DepDelay,When"], "has type Date32, expected a number");
+}
+
+#[test]
+fn null_feature_names_its_row() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = csv(tmp.path(), "f.csv", &[HEADER, ROW, "5.0,UA,1,2,1,3.0,IAH,,EWR"]);
+    fails_with(&["--data", &path], "column 'Distance' of");
+    fails_with(&["--data", &path], "is null at row 2; features must not be null");
+}
+
+#[test]
+fn labels_all_null() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = csv(tmp.path(), "f.csv", &[HEADER, ",UA,1,2,1,3.0,IAH,1400.0,EWR", ",UA,1,2,1,3.0,IAH,1400.0,EWR"]);
+    fails_with(&["--data", &path], "label column 'ArrDelay' of");
+    fails_with(&["--data", &path], "is null in every row");
+}
+
+#[test]
+fn empty_dataset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = csv(tmp.path(), "f.csv", &[HEADER]);
+    fails_with(&["--data", &path], "has no rows left (the file has no data rows)");
+}
+
+#[test]
+fn zero_executors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let output = driver(&["scale", "--executors", "0,2", "--quiet", "--out", out.to_str().unwrap()]);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("error: invalid configuration: executor counts must be at least 1, got [0, 2]"), "{}", stderr(&output));
+    assert!(!out.exists());
+}
+
+#[test]
+fn unreachable_executor() {
+    fails_with(&["--executor-addrs", "127.0.0.1:1", "--connect-timeout-seconds", "2"], "cannot reach executor at 127.0.0.1:1");
+}
+
+#[test]
+fn executor_of_another_protocol_version() {
+    let executor = Executor::start(&["--inject-protocol-version", "99"]);
+    fails_with(
+        &["--executor-addrs", &executor.addr],
+        &format!(
+            "executor at {} refused the connection: protocol version mismatch: this executor speaks canopy.v1 protocol 99, the driver speaks 1",
+            executor.addr
+        ),
+    );
+}
+
+#[test]
+fn bad_parameters_and_experiment_files() {
+    fails_with(&["--max-bins", "1"], "invalid training parameters: max_bins must be between 2 and 256");
+    fails_with(&["--test-fraction", "1.5"], "test_fraction must be in (0, 1), got 1.5");
+    let tmp = tempfile::tempdir().unwrap();
+    let exp = tmp.path().join("exp.toml");
+    std::fs::write(&exp, "[tree]\nmax_dept = 3\n").unwrap();
+    fails_with(&["--experiment", exp.to_str().unwrap()], "cannot read experiment file");
+    fails_with(&["--experiment", exp.to_str().unwrap()], "unknown field `max_dept`");
+}
+
+#[test]
+fn bad_model_file_for_predict() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model.json");
+    std::fs::write(&model, "{\"format\": \"something-else\"}").unwrap();
+    let out = tmp.path().join("scored.csv");
+    let data = fixture("flights-jan.csv");
+    let output = driver(&["predict", "--model", model.to_str().unwrap(), "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("model file '"), "{}", stderr(&output));
+    assert!(!out.exists());
+}
