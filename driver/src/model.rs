@@ -1,7 +1,7 @@
 //! The saved model: a stable JSON document with everything needed to score a file the way the
 //! training data was scored: feature spec, encodings, bin edges, parameters and the tree (or
 //! the ensemble's linfa trees). It holds no timings or executor counts, so the same training
-//! gives the same bytes. The format is documented in docs/model-format.md.
+//! gives the same bytes. The format is documented in the README ("The model file").
 
 use std::path::Path;
 

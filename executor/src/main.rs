@@ -58,8 +58,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         out.flush().context("cannot flush stdout")?;
     }
     tracing::info!(%addr, executor = %executor_id, "executor ready");
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
+    // Stop on Ctrl-C or SIGTERM (what process managers and Kubernetes send).
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+        tracing::info!("shutting down");
     };
     canopy_executor::serve(listener, executor_id, faults, shutdown).await.context("executor server failed")?;
     Ok(())
