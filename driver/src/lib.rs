@@ -65,7 +65,7 @@ pub async fn run_plan(exp: &ValidExperiment, plan: &Plan, timeouts: &Timeouts, o
                     let result = run::run_distributed(prepared.clone(), exp, source, count, timeouts).await?;
                     info!(
                         executors = count,
-                        train_seconds = format!("{:.3}", result.train_seconds),
+                        train_seconds = format!("{:.3}", result.timings.train_seconds),
                         accuracy = format!("{:.4}", result.metrics.accuracy),
                         "run done"
                     );

@@ -185,14 +185,9 @@ impl ClusterArgs {
     }
 }
 
+/// What every training command takes.
 #[derive(Args, Debug)]
-struct ScaleArgs {
-    /// Executor counts to sweep, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
-    executors: Vec<usize>,
-    /// Runs per executor count (times are reported per run; speedup uses medians).
-    #[arg(long, default_value_t = 1)]
-    repeat: u32,
+struct RunArgs {
     /// Output directory for report.json, report.csv, scaling.svg and models/.
     #[arg(long)]
     out: PathBuf,
@@ -205,6 +200,35 @@ struct ScaleArgs {
     cluster: ClusterArgs,
 }
 
+impl RunArgs {
+    /// Checks everything, runs the sweep `(counts, repeat)` (or in-process with `None`) and
+    /// prints the table.
+    async fn run(&self, sweep: Option<(Vec<usize>, u32)>) -> anyhow::Result<()> {
+        canopy_runtime::init_tracing(self.quiet);
+        let exp = self.experiment.experiment()?;
+        let plan = match sweep {
+            Some((counts, repeat)) => Plan::Sweep { counts, repeat, source: self.cluster.source(self.quiet)? },
+            None => Plan::InProcess,
+        };
+        let (report, written) = run_plan(&exp, &plan, &self.cluster.timeouts()?, &self.out).await?;
+        println!("{}", report.table());
+        tracing::info!(files = written.len(), out = %self.out.display(), "report written");
+        Ok(())
+    }
+}
+
+#[derive(Args, Debug)]
+struct ScaleArgs {
+    /// Executor counts to sweep, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    executors: Vec<usize>,
+    /// Runs per executor count (times are reported per run; speedup uses medians).
+    #[arg(long, default_value_t = 1)]
+    repeat: u32,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
 #[derive(Args, Debug)]
 struct TrainArgs {
     /// Number of executors.
@@ -213,14 +237,8 @@ struct TrainArgs {
     /// Train in this process, no executors (the reference for identity checks).
     #[arg(long)]
     in_process: bool,
-    #[arg(long)]
-    out: PathBuf,
-    #[arg(long)]
-    quiet: bool,
     #[command(flatten)]
-    experiment: ExperimentArgs,
-    #[command(flatten)]
-    cluster: ClusterArgs,
+    run: RunArgs,
 }
 
 #[derive(Args, Debug)]
@@ -260,25 +278,8 @@ async fn main() -> std::process::ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Scale(a) => {
-            canopy_runtime::init_tracing(a.quiet);
-            let exp = a.experiment.experiment()?;
-            let plan = Plan::Sweep { counts: a.executors.clone(), repeat: a.repeat, source: a.cluster.source(a.quiet)? };
-            let (report, written) = run_plan(&exp, &plan, &a.cluster.timeouts()?, &a.out).await?;
-            println!("{}", report.table());
-            tracing::info!(files = written.len(), out = %a.out.display(), "report written");
-        }
-        Command::Train(a) => {
-            canopy_runtime::init_tracing(a.quiet);
-            let exp = a.experiment.experiment()?;
-            let plan = if a.in_process {
-                Plan::InProcess
-            } else {
-                Plan::Sweep { counts: vec![a.executors], repeat: 1, source: a.cluster.source(a.quiet)? }
-            };
-            let (report, _) = run_plan(&exp, &plan, &a.cluster.timeouts()?, &a.out).await?;
-            println!("{}", report.table());
-        }
+        Command::Scale(a) => a.run.run(Some((a.executors, a.repeat))).await?,
+        Command::Train(a) => a.run.run((!a.in_process).then(|| (vec![a.executors], 1))).await?,
         Command::Predict(a) => {
             canopy_runtime::init_tracing(a.quiet);
             let scored = canopy_driver::predict::predict(&a.model, &a.data, &a.out).await?;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use canopy_tree::TreeParams;
+use canopy_tree::{ClassificationMetrics, TreeParams};
 use serde::Serialize;
 
 use crate::config::{Mode, SplitSpec};
@@ -13,28 +13,19 @@ use crate::data::{Prepared, RowCounts};
 use crate::dispatch::{FailureRecord, TrafficStats};
 use crate::error::{DriverError, Result};
 use crate::output::write_bytes_atomically;
-use crate::run::{ExecutorReport, GrowthReport, RunResult};
+use crate::run::{ExecutorReport, GrowthReport, RunResult, RunTimings};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
     pub executors: usize,
     pub repetition: u32,
     pub mode: Mode,
-    pub connect_seconds: f64,
-    pub ship_seconds: f64,
-    pub train_seconds: f64,
-    pub eval_seconds: f64,
-    pub total_seconds: f64,
+    #[serde(flatten)]
+    pub timings: RunTimings,
     pub speedup: f64,
     pub efficiency: f64,
-    pub accuracy: f64,
-    pub weighted_precision: f64,
-    pub weighted_recall: f64,
-    pub weighted_f1: f64,
-    pub precision_by_class: Vec<f64>,
-    pub recall_by_class: Vec<f64>,
-    pub f1_by_class: Vec<f64>,
-    pub support_by_class: Vec<u64>,
+    #[serde(flatten)]
+    pub metrics: ClassificationMetrics,
     /// Rows: actual class; columns: predicted class.
     pub confusion_matrix: Vec<Vec<u64>>,
     pub model_file: String,
@@ -88,7 +79,7 @@ impl Report {
     /// speedup baseline (its median train time).
     pub fn new(prepared: &Prepared, params: &TreeParams, split: &SplitSpec, mode: Mode, runs: &[(u32, RunResult)]) -> Report {
         let baseline_count = runs.first().map_or(1, |(_, r)| r.executors);
-        let baseline = median(runs.iter().filter(|(_, r)| r.executors == baseline_count).map(|(_, r)| r.train_seconds).collect());
+        let baseline = median(runs.iter().filter(|(_, r)| r.executors == baseline_count).map(|(_, r)| r.timings.train_seconds).collect());
         let first_sha = runs.first().map(|(_, r)| r.model_sha256.clone()).unwrap_or_default();
         let models_identical = runs.iter().all(|(_, r)| r.model_sha256 == first_sha);
         let note = match mode {
@@ -98,27 +89,16 @@ impl Report {
         let runs = runs
             .iter()
             .map(|(repetition, r)| {
-                let speedup = baseline / r.train_seconds;
+                let speedup = baseline / r.timings.train_seconds;
                 let scale = r.executors.max(1) as f64 / baseline_count.max(1) as f64;
                 RunReport {
                     executors: r.executors,
                     repetition: *repetition,
                     mode: r.mode,
-                    connect_seconds: r.connect_seconds,
-                    ship_seconds: r.ship_seconds,
-                    train_seconds: r.train_seconds,
-                    eval_seconds: r.eval_seconds,
-                    total_seconds: r.total_seconds,
+                    timings: r.timings.clone(),
                     speedup,
                     efficiency: speedup / scale,
-                    accuracy: r.metrics.accuracy,
-                    weighted_precision: r.metrics.weighted_precision,
-                    weighted_recall: r.metrics.weighted_recall,
-                    weighted_f1: r.metrics.weighted_f1,
-                    precision_by_class: r.metrics.precision_by_class.clone(),
-                    recall_by_class: r.metrics.recall_by_class.clone(),
-                    f1_by_class: r.metrics.f1_by_class.clone(),
-                    support_by_class: r.metrics.support_by_class.clone(),
+                    metrics: r.metrics.clone(),
                     confusion_matrix: r.confusion.rows(),
                     model_file: model_file_name(r.executors, *repetition),
                     model_sha256: r.model_sha256.clone(),
@@ -167,16 +147,16 @@ impl Report {
                 r.executors,
                 r.repetition,
                 r.mode.as_str(),
-                r.train_seconds,
-                r.total_seconds,
-                r.ship_seconds,
-                r.eval_seconds,
+                r.timings.train_seconds,
+                r.timings.total_seconds,
+                r.timings.ship_seconds,
+                r.timings.eval_seconds,
                 r.speedup,
                 r.efficiency,
-                r.accuracy,
-                r.weighted_precision,
-                r.weighted_recall,
-                r.weighted_f1,
+                r.metrics.accuracy,
+                r.metrics.weighted_precision,
+                r.metrics.weighted_recall,
+                r.metrics.weighted_f1,
                 r.model_sha256,
                 r.driver_peak_heap_bytes,
                 r.retries,
@@ -208,12 +188,12 @@ impl Report {
                 "{:>9} {:>3} {:>8.3} {:>8.3} {:>8.4} {:>9.4} {:>9.4} {:>9.4} {:>7.2} {:>6.2}  {:<16} {:<22} {:<22} {:>9.1}",
                 if r.executors == 0 { "in-proc".to_string() } else { r.executors.to_string() },
                 r.repetition,
-                r.train_seconds,
-                r.total_seconds,
-                r.accuracy,
-                r.weighted_precision,
-                r.weighted_recall,
-                r.weighted_f1,
+                r.timings.train_seconds,
+                r.timings.total_seconds,
+                r.metrics.accuracy,
+                r.metrics.weighted_precision,
+                r.metrics.weighted_recall,
+                r.metrics.weighted_f1,
                 r.speedup,
                 r.efficiency,
                 list(&|e| e.tasks.to_string()),
@@ -248,7 +228,7 @@ impl Report {
             .into_iter()
             .map(|(n, rs)| {
                 let m = |f: fn(&RunReport) -> f64| median(rs.iter().map(|r| f(r)).collect());
-                (n, m(|r| r.train_seconds), m(|r| r.total_seconds), m(|r| r.speedup))
+                (n, m(|r| r.timings.train_seconds), m(|r| r.timings.total_seconds), m(|r| r.speedup))
             })
             .collect()
     }

@@ -63,17 +63,27 @@ pub struct GrowthReport {
     pub tree_depth: u32,
 }
 
+/// Where a run's time went.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunTimings {
+    /// Starting (if spawned) and connecting to executors.
+    pub connect_seconds: f64,
+    /// Sending partitions to executors (binning them, in-process).
+    pub ship_seconds: f64,
+    /// Growing the tree (or the ensemble's trees).
+    pub train_seconds: f64,
+    pub eval_seconds: f64,
+    /// From the start of the run to its metrics; data preparation is not in it.
+    pub total_seconds: f64,
+}
+
 /// The outcome of one run.
 #[derive(Debug, Clone)]
 pub struct RunResult {
     /// 0 for an in-process run.
     pub executors: usize,
     pub mode: Mode,
-    pub connect_seconds: f64,
-    pub ship_seconds: f64,
-    pub train_seconds: f64,
-    pub eval_seconds: f64,
-    pub total_seconds: f64,
+    pub timings: RunTimings,
     pub confusion: ConfusionMatrix,
     pub metrics: ClassificationMetrics,
     pub model: ModelFile,
@@ -122,7 +132,7 @@ fn growth_report(stats: &canopy_tree::GrowthStats, tree: &Tree) -> GrowthReport 
 fn finish(mut result: RunResult, started: Instant) -> Result<RunResult> {
     result.model_json = result.model.to_json()?;
     result.model_sha256 = sha256_hex(&result.model_json);
-    result.total_seconds = started.elapsed().as_secs_f64();
+    result.timings.total_seconds = started.elapsed().as_secs_f64();
     result.driver_peak_heap_bytes = canopy_runtime::heap::peak_bytes();
     Ok(result)
 }
@@ -132,11 +142,7 @@ fn empty_result(executors: usize, mode: Mode, model: ModelFile, k: usize) -> Run
     RunResult {
         executors,
         mode,
-        connect_seconds: 0.0,
-        ship_seconds: 0.0,
-        train_seconds: 0.0,
-        eval_seconds: 0.0,
-        total_seconds: 0.0,
+        timings: RunTimings::default(),
         metrics: ClassificationMetrics::from_confusion(&confusion),
         confusion,
         model,
@@ -192,9 +198,7 @@ pub fn run_in_process(prepared: &Prepared, exp: &ValidExperiment) -> Result<RunR
     let mut confusion = ConfusionMatrix::new(k);
     test.iter().for_each(|p| p.add_confusion(&tree, &mut confusion));
     let mut result = empty_result(0, Mode::Exact, model_file(prepared, exp, Some(tree.clone()), None), k);
-    result.ship_seconds = ship_seconds;
-    result.train_seconds = train_seconds;
-    result.eval_seconds = evaluating.elapsed().as_secs_f64();
+    result.timings = RunTimings { ship_seconds, train_seconds, eval_seconds: evaluating.elapsed().as_secs_f64(), ..RunTimings::default() };
     result.metrics = ClassificationMetrics::from_confusion(&confusion);
     result.confusion = confusion;
     result.growth = Some(growth_report(&stats, &tree));
@@ -315,10 +319,7 @@ pub async fn run_distributed(
         r.rows_held = s.rows_held;
     }
     let mut result = empty_result(count, exp.mode, model_file(&prepared, exp, tree, ensemble_json), k);
-    result.connect_seconds = connect_seconds;
-    result.ship_seconds = ship_seconds;
-    result.train_seconds = train_seconds;
-    result.eval_seconds = eval_seconds;
+    result.timings = RunTimings { connect_seconds, ship_seconds, train_seconds, eval_seconds, total_seconds: 0.0 };
     result.metrics = ClassificationMetrics::from_confusion(&confusion);
     result.confusion = confusion;
     result.growth = growth;

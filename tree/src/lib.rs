@@ -14,6 +14,8 @@ pub mod model;
 pub mod params;
 pub mod partition;
 pub mod split;
+#[cfg(test)]
+mod testing;
 
 pub use bins::{BinEdges, FeatureBins};
 pub use error::TreeError;

@@ -40,15 +40,8 @@ impl StatsSource for LocalStats {
 mod tests {
     use super::*;
     use crate::split::information_gain;
-    use crate::{BinEdges, FeatureBins, Impurity, Tree, TreeParams, ValidTreeParams, grow_tree};
-
-    struct Lcg(u64);
-    impl Lcg {
-        fn next(&mut self, bound: u64) -> u64 {
-            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (self.0 >> 33) % bound
-        }
-    }
+    use crate::testing::{Lcg, edges_of};
+    use crate::{BinEdges, Impurity, Tree, TreeParams, ValidTreeParams, grow_tree};
 
     struct Data {
         columns: Vec<Vec<f64>>,
@@ -66,18 +59,7 @@ mod tests {
                 if rng.next(10) == 0 { rng.next(3) as u8 } else { signal }
             })
             .collect();
-        let edges = BinEdges {
-            features: columns
-                .iter()
-                .enumerate()
-                .map(|(f, col)| {
-                    let mut counts = std::collections::BTreeMap::<i64, u64>::new();
-                    col.iter().for_each(|&v| *counts.entry(v as i64).or_default() += 1);
-                    let vc: Vec<(f64, u64)> = counts.into_iter().map(|(v, c)| (v as f64, c)).collect();
-                    FeatureBins::from_value_counts(&format!("f{f}"), &vc, 8).expect("finite")
-                })
-                .collect(),
-        };
+        let edges = edges_of(&columns, 8);
         Data { columns, labels, edges }
     }
 

@@ -72,16 +72,8 @@ pub fn best_split(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{Lcg, edges_of};
     use crate::{BinEdges, BinnedPartition, FeatureBins, NodeId, TreeParams};
-
-    /// A small deterministic generator so the test needs no dependency.
-    struct Lcg(u64);
-    impl Lcg {
-        fn next(&mut self, bound: u64) -> u64 {
-            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (self.0 >> 33) % bound
-        }
-    }
 
     /// Brute force on raw rows: every feature, every threshold, counts by scanning, same order.
     fn brute_force(columns: &[Vec<f64>], labels: &[u8], edges: &BinEdges, classes: usize, p: &ValidTreeParams) -> Option<(usize, u8, f64)> {
@@ -115,18 +107,7 @@ mod tests {
                 (0..features).map(|_| (0..rows).map(|_| rng.next(12) as f64 - 3.0).collect()).collect();
             let labels: Vec<u8> = (0..rows).map(|_| rng.next(classes as u64) as u8).collect();
             let max_bins = 2 + rng.next(10) as u32;
-            let edges = BinEdges {
-                features: columns
-                    .iter()
-                    .enumerate()
-                    .map(|(f, col)| {
-                        let mut counts = std::collections::BTreeMap::<i64, u64>::new();
-                        col.iter().for_each(|&v| *counts.entry(v as i64).or_default() += 1);
-                        let vc: Vec<(f64, u64)> = counts.into_iter().map(|(v, c)| (v as f64, c)).collect();
-                        FeatureBins::from_value_counts(&format!("f{f}"), &vc, max_bins).expect("finite")
-                    })
-                    .collect(),
-            };
+            let edges = edges_of(&columns, max_bins);
             let impurity = if case % 2 == 0 { Impurity::Gini } else { Impurity::Entropy };
             let params = TreeParams { impurity, min_instances_per_node: 1 + rng.next(3), ..TreeParams::default() }
                 .check()
