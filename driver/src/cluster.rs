@@ -57,6 +57,8 @@ impl LocalExecutors {
                 .arg("127.0.0.1:0")
                 .arg("--executor-id")
                 .arg(format!("executor-{}", i + 1))
+                .arg("--metrics-listen")
+                .arg("127.0.0.1:0")
                 .args(extra_args)
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
@@ -96,6 +98,8 @@ pub struct ExecutorHandle {
     pub id: String,
     pub addr: String,
     pub pid: u32,
+    /// Where the executor serves Prometheus metrics; empty if it does not.
+    pub metrics_addr: String,
     pub channel: Channel,
     pub control: ExecutorClient<Channel>,
     /// Becomes true when heartbeats stop; calls in flight give up at once.
@@ -138,7 +142,16 @@ pub async fn connect(addr: &str, timeout: Duration) -> Result<ExecutorHandle> {
         .into_inner();
     let (dead_tx, dead) = watch::channel(false);
     info!(executor = %reply.executor_id, %addr, pid = reply.pid, "executor connected");
-    Ok(ExecutorHandle { id: reply.executor_id, addr: addr.to_string(), pid: reply.pid, channel, control, dead, dead_tx: Arc::new(dead_tx) })
+    Ok(ExecutorHandle {
+        id: reply.executor_id,
+        addr: addr.to_string(),
+        pid: reply.pid,
+        metrics_addr: reply.metrics_addr,
+        channel,
+        control,
+        dead,
+        dead_tx: Arc::new(dead_tx),
+    })
 }
 
 /// The error and its causes on one line (transport errors hide the useful part in sources).

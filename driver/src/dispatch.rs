@@ -28,6 +28,7 @@ use crate::cluster::ExecutorHandle;
 use crate::config::Mode;
 use crate::data::Prepared;
 use crate::error::{DriverError, Result};
+use crate::metrics::DriverMetrics;
 
 /// A partition: training or test, and its number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -79,14 +80,25 @@ pub struct Dispatcher {
     alive: Vec<bool>,
     assignment: BTreeMap<PartitionRef, usize>,
     task_timeout: Duration,
+    metrics: DriverMetrics,
     pub failures: Vec<FailureRecord>,
     pub retries: u64,
     pub traffic: TrafficStats,
 }
 
 impl Dispatcher {
-    pub fn new(prepared: Arc<Prepared>, job_id: String, mode: Mode, executors: Vec<ExecutorHandle>, task_timeout: Duration) -> Self {
+    pub fn new(
+        prepared: Arc<Prepared>,
+        job_id: String,
+        mode: Mode,
+        executors: Vec<ExecutorHandle>,
+        task_timeout: Duration,
+        metrics: DriverMetrics,
+    ) -> Self {
         let alive = vec![true; executors.len()];
+        metrics.executors_registered.set(executors.len() as i64);
+        metrics.executors_alive.set(executors.len() as i64);
+        metrics.update_saturation();
         Dispatcher {
             prepared,
             job_id,
@@ -95,6 +107,7 @@ impl Dispatcher {
             alive,
             assignment: BTreeMap::new(),
             task_timeout,
+            metrics,
             failures: Vec::new(),
             retries: 0,
             traffic: TrafficStats::default(),
@@ -106,6 +119,22 @@ impl Dispatcher {
     }
     pub fn is_alive(&self, i: usize) -> bool {
         self.alive[i]
+    }
+
+    fn count_sent(&mut self, partition_bytes: u64, control_bytes: u64) {
+        self.traffic.partition_bytes_sent += partition_bytes;
+        self.traffic.control_bytes_sent += control_bytes;
+        self.metrics.bytes_sent.inc_by(partition_bytes + control_bytes);
+    }
+
+    fn count_received(&mut self, bytes: u64) {
+        self.traffic.control_bytes_received += bytes;
+        self.metrics.bytes_received.inc_by(bytes);
+    }
+
+    fn retried(&mut self) {
+        self.retries += 1;
+        self.metrics.tasks_retried.inc();
     }
 
     fn live(&self) -> Vec<usize> {
@@ -131,11 +160,15 @@ impl Dispatcher {
     {
         loop {
             let live = self.live();
+            self.metrics.tasks_running.add(live.len() as i64);
+            self.metrics.update_saturation();
             let calls = live.iter().map(|&i| {
                 let fut = call(i, self.executors[i].control.clone());
                 self.guarded(i, async move { fut.await.map_err(|s| classify(&s)) })
             });
             let results = futures::future::join_all(calls).await;
+            self.metrics.tasks_running.sub(live.len() as i64);
+            self.metrics.update_saturation();
             let mut answers = Vec::with_capacity(live.len());
             let mut lost = Vec::new();
             for (&i, result) in live.iter().zip(results) {
@@ -154,7 +187,7 @@ impl Dispatcher {
                 self.lose(i, during, reason)?;
             }
             self.reassign().await?;
-            self.retries += 1;
+            self.retried();
         }
     }
 
@@ -165,6 +198,9 @@ impl Dispatcher {
         }
         self.alive[i] = false;
         self.executors[i].declare_dead();
+        self.metrics.executor_failures.inc();
+        self.metrics.executors_alive.dec();
+        self.metrics.update_saturation();
         let orphans = self.assignment.values().filter(|&&e| e == i).count();
         warn!(executor = %self.executors[i].id, during, %error, orphans, "executor lost; reassigning its partitions");
         self.failures.push(FailureRecord {
@@ -190,7 +226,7 @@ impl Dispatcher {
                 Mode::Ensemble => v1::JobMode::Ensemble,
             } as i32,
         };
-        self.traffic.control_bytes_sent += (request.encoded_len() * self.executors.len()) as u64;
+        self.count_sent(0, (request.encoded_len() * self.executors.len()) as u64);
         self.on_all("begin job", |_, mut c| {
             let r = request.clone();
             async move { c.begin_job(r).await.map(|_| ()) }
@@ -214,23 +250,35 @@ impl Dispatcher {
             for p in &pending {
                 by_executor.entry(self.assignment[p]).or_default().push(*p);
             }
+            self.metrics.tasks_pending.add(pending.len() as i64);
+            self.metrics.update_saturation();
             let sends = by_executor.iter().map(|(&i, parts)| {
                 let channel = self.executors[i].channel.clone();
                 let batches: Vec<(PartitionRef, RecordBatch)> = parts.iter().map(|p| (*p, self.batch(*p).clone())).collect();
                 let job_id = self.job_id.clone();
+                let metrics = self.metrics.clone();
                 self.guarded(i, async move {
                     let mut bytes = 0;
                     for (p, batch) in batches {
-                        bytes += put_partition(channel.clone(), &job_id, p, batch).await?;
+                        metrics.tasks_pending.dec();
+                        metrics.tasks_running.inc();
+                        let sent = put_partition(channel.clone(), &job_id, p, batch).await;
+                        metrics.tasks_running.dec();
+                        metrics.update_saturation();
+                        bytes += sent?;
                     }
                     Ok(bytes)
                 })
             });
             let results = futures::future::join_all(sends).await;
+            // Partitions of a lost executor that were never sent are pending no more: they are
+            // counted again when reassigned.
+            self.metrics.tasks_pending.set(0);
+            self.metrics.update_saturation();
             let mut lost = Vec::new();
             for ((&i, _), result) in by_executor.iter().zip(results) {
                 match result {
-                    Ok(bytes) => self.traffic.partition_bytes_sent += bytes,
+                    Ok(bytes) => self.count_sent(bytes, 0),
                     Err(CallError::Lost(reason)) => lost.push((i, reason)),
                     Err(CallError::Fatal(reason)) => return Err(DriverError::TaskFailed { executor: self.executors[i].id.clone(), reason }),
                 }
@@ -238,7 +286,7 @@ impl Dispatcher {
             pending.clear();
             for (i, reason) in lost {
                 self.lose(i, during, reason)?;
-                self.retries += 1;
+                self.retried();
             }
             pending.extend(self.reassign_targets());
         }
@@ -279,11 +327,11 @@ impl Dispatcher {
             .await?;
         self.traffic.histogram_wait_seconds += waited.elapsed().as_secs_f64();
         tracing::debug!(nodes = nodes.len(), wait_ms = waited.elapsed().as_secs_f64() * 1e3, "histograms received");
-        self.traffic.control_bytes_sent += (request.encoded_len() * answers.len()) as u64;
+        self.count_sent(0, (request.encoded_len() * answers.len()) as u64);
         let merging = Instant::now();
         let mut merged = vec![NodeHistogram::zeros(layout); nodes.len()];
         for (i, answer) in answers {
-            self.traffic.control_bytes_received += answer.encoded_len() as u64;
+            self.count_received(answer.encoded_len() as u64);
             if answer.histograms.len() != nodes.len() {
                 return Err(DriverError::TaskFailed {
                     executor: self.executors[i].id.clone(),
@@ -310,7 +358,7 @@ impl Dispatcher {
                 async move { c.apply_splits(r).await.map(|_| ()) }
             })
             .await?;
-        self.traffic.control_bytes_sent += (request.encoded_len() * answers.len()) as u64;
+        self.count_sent(0, (request.encoded_len() * answers.len()) as u64);
         Ok(())
     }
 
@@ -318,7 +366,7 @@ impl Dispatcher {
         let k = self.prepared.num_classes();
         let mut cm = ConfusionMatrix::new(k);
         for (i, answer) in answers {
-            self.traffic.control_bytes_received += answer.encoded_len() as u64;
+            self.count_received(answer.encoded_len() as u64);
             if answer.confusion.len() != k * k {
                 return Err(DriverError::TaskFailed {
                     executor: self.executors[i].id.clone(),
@@ -338,7 +386,7 @@ impl Dispatcher {
                 async move { c.evaluate(r).await.map(|r| r.into_inner()) }
             })
             .await?;
-        self.traffic.control_bytes_sent += (request.encoded_len() * answers.len()) as u64;
+        self.count_sent(0, (request.encoded_len() * answers.len()) as u64);
         self.merge_confusion(answers)
     }
 

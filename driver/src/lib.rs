@@ -12,6 +12,7 @@ pub mod config;
 pub mod data;
 pub mod dispatch;
 pub mod error;
+pub mod metrics;
 pub mod model;
 pub mod output;
 pub mod predict;
@@ -25,6 +26,7 @@ use tracing::info;
 
 use crate::config::ValidExperiment;
 use crate::error::{DriverError, Result};
+use crate::metrics::Observability;
 use crate::report::Report;
 use crate::run::{ExecutorSource, RunResult, Timeouts};
 
@@ -37,7 +39,15 @@ pub enum Plan {
 }
 
 /// Prepares the data once, runs the plan, writes the report under `out` and returns it.
-pub async fn run_plan(exp: &ValidExperiment, plan: &Plan, timeouts: &Timeouts, out: &Path) -> Result<(Report, Vec<PathBuf>)> {
+/// Each finished run is published on `obs` (and pushed, if it has a Pushgateway).
+pub async fn run_plan(
+    exp: &ValidExperiment,
+    plan: &Plan,
+    timeouts: &Timeouts,
+    out: &Path,
+    obs: &Observability,
+) -> Result<(Report, Vec<PathBuf>)> {
+    let metrics = &obs.metrics;
     if let Plan::Sweep { counts, repeat, .. } = plan {
         if counts.is_empty() || counts.contains(&0) {
             return Err(DriverError::Config(format!("executor counts must be at least 1, got {counts:?}")));
@@ -48,6 +58,7 @@ pub async fn run_plan(exp: &ValidExperiment, plan: &Plan, timeouts: &Timeouts, o
     }
     info!(data = %exp.data.display(), "preparing data");
     let prepared = Arc::new(data::prepare(exp).await?);
+    metrics.phase("prepare", prepared.prepare_seconds);
     info!(
         rows = prepared.rows.read,
         train = prepared.rows.train,
@@ -57,12 +68,24 @@ pub async fn run_plan(exp: &ValidExperiment, plan: &Plan, timeouts: &Timeouts, o
     );
     let mut runs: Vec<(u32, RunResult)> = Vec::new();
     match plan {
-        Plan::InProcess => runs.push((1, run::run_in_process(&prepared, exp)?)),
+        Plan::InProcess => {
+            let result = run::run_in_process(&prepared, exp, metrics)?;
+            metrics.run_finished(&result);
+            runs.push((1, result));
+        }
         Plan::Sweep { counts, repeat, source } => {
             for repetition in 1..=*repeat {
                 for &count in counts {
                     info!(executors = count, repetition, "run starting");
-                    let result = run::run_distributed(prepared.clone(), exp, source, count, timeouts).await?;
+                    let result = match run::run_distributed(prepared.clone(), exp, source, count, timeouts, metrics).await {
+                        Ok(result) => result,
+                        Err(e) => {
+                            metrics.run_failed(exp.mode.as_str());
+                            return Err(e);
+                        }
+                    };
+                    metrics.run_finished(&result);
+                    obs.push().await;
                     info!(
                         executors = count,
                         train_seconds = format!("{:.3}", result.timings.train_seconds),

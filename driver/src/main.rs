@@ -1,11 +1,13 @@
 //! `canopy-driver`: parses arguments into a checked experiment, starts tracing, and calls the
 //! library. Errors print their cause chain and exit non-zero.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use canopy_driver::config::{DerivedColumn, Experiment, Mode};
+use canopy_driver::metrics::Observability;
 use canopy_driver::run::{ExecutorSource, Timeouts};
 use canopy_driver::{Plan, cluster, run_plan};
 use canopy_tree::Impurity;
@@ -194,6 +196,15 @@ struct RunArgs {
     /// No progress on stderr.
     #[arg(long)]
     quiet: bool,
+    /// Serve Prometheus metrics (/metrics, /healthz, /readyz) on this address.
+    #[arg(long, env = "CANOPY_DRIVER_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// Keep /metrics up this long after the report is written, for a last scrape.
+    #[arg(long, default_value_t = 0.0)]
+    linger_seconds: f64,
+    /// Push the run metrics to this Prometheus Pushgateway (http://host:port) after each run.
+    #[arg(long, env = "CANOPY_PUSHGATEWAY")]
+    pushgateway: Option<String>,
     #[command(flatten)]
     experiment: ExperimentArgs,
     #[command(flatten)]
@@ -210,9 +221,12 @@ impl RunArgs {
             Some((counts, repeat)) => Plan::Sweep { counts, repeat, source: self.cluster.source(self.quiet)? },
             None => Plan::InProcess,
         };
-        let (report, written) = run_plan(&exp, &plan, &self.cluster.timeouts()?, &self.out).await?;
+        let linger = if self.linger_seconds == 0.0 { Duration::ZERO } else { seconds("linger-seconds", self.linger_seconds)? };
+        let obs = Observability::start(self.metrics_listen, self.pushgateway.clone(), linger).await?;
+        let (report, written) = run_plan(&exp, &plan, &self.cluster.timeouts()?, &self.out, &obs).await?;
         println!("{}", report.table());
         tracing::info!(files = written.len(), out = %self.out.display(), "report written");
+        obs.finish().await;
         Ok(())
     }
 }

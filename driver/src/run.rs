@@ -18,6 +18,7 @@ use crate::config::{Mode, ValidExperiment};
 use crate::data::Prepared;
 use crate::dispatch::{Dispatcher, FailureRecord, RemoteStats, TrafficStats};
 use crate::error::{DriverError, Result};
+use crate::metrics::DriverMetrics;
 use crate::model::{MODEL_FORMAT, MODEL_FORMAT_VERSION, ModelFile, sha256_hex};
 
 /// Where a run's executors come from.
@@ -42,6 +43,7 @@ pub struct Timeouts {
 pub struct ExecutorReport {
     pub executor_id: String,
     pub addr: String,
+    pub metrics_addr: String,
     pub pid: u32,
     pub alive_at_end: bool,
     pub tasks: u64,
@@ -113,8 +115,13 @@ fn model_file(prepared: &Prepared, exp: &ValidExperiment, tree: Option<Tree>, en
     }
 }
 
-fn log_level(level: &LevelDone) {
-    info!(depth = level.depth, splits = level.splits, open_next = level.open_nodes_next, "tree level done");
+/// Progress of the grower: a log line and the split counter, per level.
+fn on_level(metrics: &DriverMetrics) -> impl FnMut(&LevelDone) + Send + 'static {
+    let nodes_split = metrics.nodes_split.clone();
+    move |level: &LevelDone| {
+        nodes_split.inc_by(level.splits as u64);
+        info!(depth = level.depth, splits = level.splits, open_next = level.open_nodes_next, "tree level done");
+    }
 }
 
 fn growth_report(stats: &canopy_tree::GrowthStats, tree: &Tree) -> GrowthReport {
@@ -176,7 +183,7 @@ fn partition_columns(batch: &RecordBatch) -> Result<(Vec<&[f64]>, Vec<u8>)> {
 }
 
 /// Trains and evaluates in this process with the same partitions: the reference model.
-pub fn run_in_process(prepared: &Prepared, exp: &ValidExperiment) -> Result<RunResult> {
+pub fn run_in_process(prepared: &Prepared, exp: &ValidExperiment, metrics: &DriverMetrics) -> Result<RunResult> {
     if exp.mode != Mode::Exact {
         return Err(DriverError::Config("--in-process runs the exact mode only".into()));
     }
@@ -192,11 +199,13 @@ pub fn run_in_process(prepared: &Prepared, exp: &ValidExperiment) -> Result<RunR
     let ship_seconds = started.elapsed().as_secs_f64();
     let training = Instant::now();
     let mut source = LocalStats::new(train, HistogramLayout::new(&prepared.edges, k));
-    let (tree, stats) = grow_tree(&mut source, &prepared.edges, k, &exp.tree, log_level)?;
+    let (tree, stats) = grow_tree(&mut source, &prepared.edges, k, &exp.tree, on_level(metrics))?;
     let train_seconds = training.elapsed().as_secs_f64();
+    metrics.phase("train", train_seconds);
     let evaluating = Instant::now();
     let mut confusion = ConfusionMatrix::new(k);
     test.iter().for_each(|p| p.add_confusion(&tree, &mut confusion));
+    metrics.phase("evaluate", evaluating.elapsed().as_secs_f64());
     let mut result = empty_result(0, Mode::Exact, model_file(prepared, exp, Some(tree.clone()), None), k);
     result.timings = RunTimings { ship_seconds, train_seconds, eval_seconds: evaluating.elapsed().as_secs_f64(), ..RunTimings::default() };
     result.metrics = ClassificationMetrics::from_confusion(&confusion);
@@ -212,6 +221,7 @@ pub async fn run_distributed(
     source: &ExecutorSource,
     count: usize,
     timeouts: &Timeouts,
+    metrics: &DriverMetrics,
 ) -> Result<RunResult> {
     canopy_runtime::heap::reset_peak();
     let started = Instant::now();
@@ -232,14 +242,17 @@ pub async fn run_distributed(
     };
     let executors = futures::future::try_join_all(addrs.iter().map(|a| cluster::connect(a, timeouts.connect))).await?;
     let connect_seconds = started.elapsed().as_secs_f64();
+    metrics.phase("connect", connect_seconds);
     let _monitor = HeartbeatMonitor::start(executors.clone(), timeouts.heartbeat_interval, timeouts.heartbeat);
     let job_id = format!("job-{}-{}", std::process::id(), started.elapsed().as_nanos());
-    let mut dispatcher = Dispatcher::new(prepared.clone(), job_id.clone(), exp.mode, executors, timeouts.task);
+    metrics.run_started(&job_id, exp.mode.as_str());
+    let mut dispatcher = Dispatcher::new(prepared.clone(), job_id.clone(), exp.mode, executors, timeouts.task, metrics.clone());
 
     let shipping = Instant::now();
     info!(executors = count, partitions = prepared.train.len() + prepared.test.len(), "shipping partitions");
     dispatcher.begin().await?;
     let ship_seconds = shipping.elapsed().as_secs_f64();
+    metrics.phase("ship", ship_seconds);
 
     let training = Instant::now();
     let (mut dispatcher, tree, growth, ensemble) = match exp.mode {
@@ -247,9 +260,10 @@ pub async fn run_distributed(
             let handle = tokio::runtime::Handle::current();
             let layout = HistogramLayout::new(&prepared.edges, k);
             let (edges, params) = (prepared.edges.clone(), exp.tree.clone());
+            let progress = on_level(metrics);
             let (dispatcher, grown) = tokio::task::spawn_blocking(move || {
                 let mut remote = RemoteStats { dispatcher, handle, layout };
-                let grown = grow_tree(&mut remote, &edges, k, &params, log_level);
+                let grown = grow_tree(&mut remote, &edges, k, &params, progress);
                 (remote.dispatcher, grown)
             })
             .await
@@ -275,6 +289,7 @@ pub async fn run_distributed(
         }
     };
     let train_seconds = training.elapsed().as_secs_f64();
+    metrics.phase("train", train_seconds);
 
     let evaluating = Instant::now();
     let (confusion, ensemble_json) = match (&tree, ensemble) {
@@ -290,6 +305,7 @@ pub async fn run_distributed(
         (None, None) => return Err(DriverError::Internal("no model trained".into())),
     };
     let eval_seconds = evaluating.elapsed().as_secs_f64();
+    metrics.phase("evaluate", eval_seconds);
 
     let ended = dispatcher.end().await?;
     let mut executor_stats: Vec<ExecutorReport> = dispatcher
@@ -299,6 +315,7 @@ pub async fn run_distributed(
         .map(|(i, e)| ExecutorReport {
             executor_id: e.id.clone(),
             addr: e.addr.clone(),
+            metrics_addr: e.metrics_addr.clone(),
             pid: e.pid,
             alive_at_end: dispatcher.is_alive(i),
             tasks: 0,

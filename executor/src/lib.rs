@@ -4,6 +4,7 @@
 //! port 0 and learn the address.
 
 mod error;
+pub mod metrics;
 pub mod server;
 mod store;
 mod tasks;
@@ -14,19 +15,23 @@ use arrow_flight::flight_service_server::FlightServiceServer;
 use canopy_proto::MAX_MESSAGE_BYTES;
 use canopy_proto::v1::executor_server::ExecutorServer;
 pub use error::ExecutorError;
+pub use metrics::ExecutorMetrics;
 pub use server::FaultInjection;
 use server::{ExecutorService, PartitionReceiver};
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
 /// Serves the executor and Flight services on `listener` until `shutdown` completes.
+/// `metrics` counts what it does; `metrics_addr` is announced to drivers at the handshake.
 pub async fn serve(
     listener: TcpListener,
     executor_id: String,
     faults: FaultInjection,
+    metrics: ExecutorMetrics,
+    metrics_addr: String,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    let service = ExecutorService::new(executor_id, faults);
+    let service = ExecutorService::new(executor_id, faults, metrics, metrics_addr);
     let control = ExecutorServer::new(service.clone())
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);

@@ -1,7 +1,7 @@
 //! gRPC handlers: they check the job, convert wire types, run the task off the async threads,
 //! and count what they did. The work itself is in `tasks`.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, instrument};
 
 use crate::ExecutorError;
+use crate::metrics::ExecutorMetrics;
 use crate::store::{Job, Mode, RawRows};
 use crate::tasks::{self, LocalTreeParams};
 
@@ -44,42 +45,51 @@ pub struct ExecutorService {
 struct Inner {
     executor_id: String,
     job: Mutex<Option<Job>>,
-    running: AtomicU32,
     faults: FaultInjection,
+    metrics: ExecutorMetrics,
+    metrics_addr: String,
 }
 
 impl ExecutorService {
-    pub fn new(executor_id: String, faults: FaultInjection) -> Self {
-        ExecutorService { inner: Arc::new(Inner { executor_id, job: Mutex::new(None), running: AtomicU32::new(0), faults }) }
+    pub fn new(executor_id: String, faults: FaultInjection, metrics: ExecutorMetrics, metrics_addr: String) -> Self {
+        ExecutorService { inner: Arc::new(Inner { executor_id, job: Mutex::new(None), faults, metrics, metrics_addr }) }
     }
 
-    /// Runs `work` on the job of `job_id` on a blocking thread, timing it as `phase`.
+    /// Runs `work` on the job of `job_id` on a blocking thread, timing it as `phase` of a task
+    /// of kind `task_kind`, for the report and the metrics.
     async fn with_job<T: Send + 'static>(
         &self,
         job_id: String,
+        task_kind: &'static str,
         phase: &'static str,
         work: impl FnOnce(&mut Job) -> Result<T, ExecutorError> + Send + 'static,
     ) -> Result<T, Status> {
         let inner = self.inner.clone();
-        inner.running.fetch_add(1, Ordering::Relaxed);
+        let metrics = &self.inner.metrics;
+        metrics.running.inc();
         let result = tokio::task::spawn_blocking(move || {
             let mut guard = inner.job.lock().map_err(|_| ExecutorError::TaskAborted("job state poisoned".into()))?;
             let job = guard.as_mut().ok_or(ExecutorError::NoJob)?;
             job.check_id(&job_id)?;
             let started = Instant::now();
             let out = work(job)?;
-            job.stats.record(phase, started.elapsed());
-            debug!(phase, took_ms = started.elapsed().as_millis() as u64, "task done");
-            Ok(out)
+            let took = started.elapsed();
+            job.stats.record(phase, took);
+            debug!(task_kind, phase, took_ms = took.as_millis() as u64, "task done");
+            Ok((out, took))
         })
         .await
         .map_err(|e| ExecutorError::TaskAborted(e.to_string()))
         .and_then(|r| r);
-        self.inner.running.fetch_sub(1, Ordering::Relaxed);
-        result.map_err(Status::from)
+        metrics.running.dec();
+        metrics.task_done(task_kind, result.is_ok());
+        let (out, took) = result.map_err(Status::from)?;
+        metrics.observe(task_kind, phase, took.as_secs_f64());
+        Ok(out)
     }
 
     fn count_sent(&self, job_id: &str, bytes: usize) {
+        self.inner.metrics.sent_bytes.inc_by(bytes as u64);
         if let Ok(mut guard) = self.inner.job.lock()
             && let Some(job) = guard.as_mut().filter(|j| j.id == job_id) {
                 job.stats.bytes_sent += bytes as u64;
@@ -100,6 +110,7 @@ impl Executor for ExecutorService {
             protocol_version: ours,
             executor_id: self.inner.executor_id.clone(),
             pid: std::process::id(),
+            metrics_addr: self.inner.metrics_addr.clone(),
         }))
     }
 
@@ -119,6 +130,8 @@ impl Executor for ExecutorService {
         let mut guard = self.inner.job.lock().map_err(|_| Status::internal("job state poisoned"))?;
         *guard = Some(job);
         canopy_runtime::heap::reset_peak();
+        self.inner.metrics.jobs.inc();
+        self.inner.metrics.rows_held.set(0);
         info!(features = r.features.len(), num_classes, "job started");
         Ok(Response::new(v1::BeginJobResponse {}))
     }
@@ -127,7 +140,7 @@ impl Executor for ExecutorService {
         let r = request.into_inner();
         let decisions = r.decisions.iter().map(SplitDecision::try_from).collect::<Result<Vec<_>, _>>().map_err(ExecutorError::from)?;
         let first = usize::try_from(r.first_index).map_err(|_| ExecutorError::InvalidRequest("first_index too large".into()))?;
-        self.with_job(r.job_id, "split", move |job| job.apply_splits(first, &decisions)).await?;
+        self.with_job(r.job_id, "apply_splits", "split", move |job| job.apply_splits(first, &decisions)).await?;
         Ok(Response::new(v1::ApplySplitsResponse {}))
     }
 
@@ -142,7 +155,7 @@ impl Executor for ExecutorService {
         let job_id = r.job_id.clone();
         let nodes: Vec<NodeId> = r.nodes.iter().copied().map(NodeId).collect();
         let histograms = self
-            .with_job(r.job_id, "histogram", move |job| Ok(tasks::build_histograms(job, &nodes)))
+            .with_job(r.job_id, "histograms", "histogram", move |job| Ok(tasks::build_histograms(job, &nodes)))
             .await?;
         let response = v1::BuildHistogramsResponse {
             histograms: r.nodes.iter().zip(histograms).map(|(&node, h)| v1::NodeHistogram { node, counts: h.counts }).collect(),
@@ -155,7 +168,7 @@ impl Executor for ExecutorService {
         let r = request.into_inner();
         let job_id = r.job_id.clone();
         let cm = self
-            .with_job(r.job_id, "evaluate", move |job| {
+            .with_job(r.job_id, "evaluate", "evaluate", move |job| {
                 let tree = tree_from_wire(&r.nodes, job.edges.num_features(), job.num_classes)?;
                 Ok(tasks::evaluate(job, &tree))
             })
@@ -177,7 +190,7 @@ impl Executor for ExecutorService {
             min_info_gain: r.min_info_gain,
             entropy: r.impurity == "entropy",
         };
-        let (tree_json, rows) = self.with_job(r.job_id, "train_local", move |job| tasks::train_local_tree(job, &params)).await?;
+        let (tree_json, rows) = self.with_job(r.job_id, "train_local_tree", "train_local", move |job| tasks::train_local_tree(job, &params)).await?;
         let response = v1::TrainLocalTreeResponse { tree_json, rows };
         self.count_sent(&job_id, response.encoded_len());
         Ok(Response::new(response))
@@ -189,7 +202,7 @@ impl Executor for ExecutorService {
     ) -> Result<Response<v1::EvaluateResponse>, Status> {
         let r = request.into_inner();
         let job_id = r.job_id.clone();
-        let cm = self.with_job(r.job_id, "evaluate", move |job| tasks::evaluate_ensemble(job, &r.trees_json)).await?;
+        let cm = self.with_job(r.job_id, "evaluate_ensemble", "evaluate", move |job| tasks::evaluate_ensemble(job, &r.trees_json)).await?;
         let response = v1::EvaluateResponse { num_classes: cm.num_classes as u32, confusion: cm.counts };
         self.count_sent(&job_id, response.encoded_len());
         Ok(Response::new(response))
@@ -199,7 +212,7 @@ impl Executor for ExecutorService {
         Ok(Response::new(v1::HeartbeatResponse {
             heap_bytes: canopy_runtime::heap::live_bytes(),
             peak_heap_bytes: canopy_runtime::heap::peak_bytes(),
-            running_tasks: self.inner.running.load(Ordering::Relaxed),
+            running_tasks: u32::try_from(self.inner.metrics.running.get()).unwrap_or(0),
         }))
     }
 
@@ -219,6 +232,7 @@ impl Executor for ExecutorService {
             rows_held: job.rows_held(),
         };
         *guard = None;
+        self.inner.metrics.rows_held.set(0);
         info!(tasks = stats.tasks, "job ended");
         Ok(Response::new(stats))
     }
@@ -347,14 +361,19 @@ impl FlightService for PartitionReceiver {
         let receive_time = started.elapsed();
         let bytes = received.load(Ordering::Relaxed);
         let job_id = descriptor.job_id.clone();
-        let rows = self
+        let metrics = &self.service.inner.metrics;
+        metrics.received_bytes.inc_by(bytes);
+        metrics.observe("load_partition", "receive", receive_time.as_secs_f64());
+        let (rows, rows_held) = self
             .service
-            .with_job(job_id, "bin", move |job| {
+            .with_job(job_id, "load_partition", "bin", move |job| {
                 job.stats.bytes_received += bytes;
                 job.stats.add_time("receive", receive_time);
-                store_partition(job, &descriptor, &batches)
+                let rows = store_partition(job, &descriptor, &batches)?;
+                Ok((rows, job.rows_held()))
             })
             .await?;
+        metrics.rows_held.set(i64::try_from(rows_held).unwrap_or(i64::MAX));
         let result = PutResult { app_metadata: rows.to_le_bytes().to_vec().into() };
         Ok(Response::new(stream::once(async { Ok(result) }).boxed()))
     }

@@ -10,9 +10,11 @@ pub struct CountingAllocator;
 
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
+static ALLOCATED: AtomicUsize = AtomicUsize::new(0);
 
 impl CountingAllocator {
     fn grew(size: usize) {
+        ALLOCATED.fetch_add(size, Ordering::Relaxed);
         let live = LIVE.fetch_add(size, Ordering::Relaxed) + size;
         PEAK.fetch_max(live, Ordering::Relaxed);
     }
@@ -63,6 +65,11 @@ pub fn live_bytes() -> u64 {
 /// Highest `live_bytes` since the start or the last [`reset_peak`].
 pub fn peak_bytes() -> u64 {
     PEAK.load(Ordering::Relaxed) as u64
+}
+
+/// Bytes ever allocated: its rate is the allocation churn (Rust has no GC to pause for it).
+pub fn allocated_bytes() -> u64 {
+    ALLOCATED.load(Ordering::Relaxed) as u64
 }
 
 /// Starts a new high-water mark from the current live bytes (one per job or run).

@@ -1,6 +1,7 @@
-//! What both binaries share: heap accounting, tracing setup.
+//! What both binaries share: heap accounting, the metrics endpoint, tracing setup.
 
 pub mod heap;
+pub mod metrics;
 
 /// Logs go to stderr (stdout is for reports and the executor's address line). `quiet` keeps
 /// warnings and errors only; `RUST_LOG` overrides either.
