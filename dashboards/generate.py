@@ -46,7 +46,7 @@ def layout(specs):
 def dashboard(uid, title, description, panels, variables):
     datasource = {
         "name": "datasource", "label": "Prometheus", "type": "datasource", "query": "prometheus",
-        "current": {}, "hide": 0, "refresh": 1, "options": [], "regex": "", "skipUrlSync": False,
+        "hide": 0, "refresh": 1, "options": [], "regex": "", "skipUrlSync": False,
     }
     return {
         "uid": uid,
@@ -71,8 +71,7 @@ def dashboard(uid, title, description, panels, variables):
 EXECUTOR_VAR = {
     "name": "executor_id", "label": "Executor", "type": "query", "datasource": DS,
     "query": {"query": "label_values(canopy_executor_tasks_total, executor_id)", "refId": "executors"},
-    "definition": "label_values(canopy_executor_tasks_total, executor_id)",
-    "multi": True, "includeAll": True, "allValue": ".*", "current": {}, "hide": 0, "refresh": 2,
+    "multi": True, "includeAll": True, "allValue": ".*", "hide": 0, "refresh": 2,
     "options": [], "regex": "", "sort": 1, "skipUrlSync": False,
 }
 
