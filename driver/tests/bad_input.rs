@@ -147,3 +147,14 @@ fn bad_model_file_for_predict() {
     assert!(stderr(&output).contains("model file '"), "{}", stderr(&output));
     assert!(!out.exists());
 }
+
+#[test]
+fn gen_data_needs_the_reference_schema() {
+    let tmp = tempfile::tempdir().unwrap();
+    let source = csv(tmp.path(), "f.csv", &["ArrDelay,DepDelay", "1,2"]);
+    let out = tmp.path().join("gen.parquet");
+    let output = driver(&["gen-data", "--rows", "10", "--source", &source, "--out", out.to_str().unwrap()]);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("has no column 'CRSArrTime' (needed as a column of the reference schema)"), "{}", stderr(&output));
+    assert!(!out.exists());
+}

@@ -57,7 +57,7 @@ fn same_model_on_1_2_3_4_executors_and_in_process_with_exact_metrics() {
     assert_eq!(csv.lines().count(), 5);
     assert!(csv.starts_with("executors,repetition,mode,train_seconds,total_seconds"));
     let svg = std::fs::read_to_string(sweep.join("scaling.svg")).unwrap();
-    assert!(svg.starts_with("<svg") && svg.contains("Speedup"));
+    assert!(svg.starts_with("<svg") && svg.contains("Time vs executors (report)") && svg.contains("Training speedup"));
 }
 
 #[test]
@@ -132,4 +132,22 @@ fn ensemble_mode_votes_and_says_its_accuracy_moves() {
     let model: serde_json::Value =
         serde_json::from_slice(&std::fs::read(tmp.path().join("models/model-e2-r1.json")).unwrap()).unwrap();
     assert_eq!(model["ensemble"].as_array().unwrap().len(), 2, "one linfa tree per executor");
+}
+
+#[test]
+fn gen_data_resamples_deterministically_and_keeps_the_delay_correlation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a.parquet"), tmp.path().join("b.parquet"));
+    for path in [&a, &b] {
+        let out = driver(&["gen-data", "--rows", "20000", "--seed", "3", "--out", path.to_str().unwrap()]);
+        assert_ok(&out);
+        let line = stdout(&out);
+        assert!(line.starts_with("wrote 20000 rows resampled from 327346 to "), "{line}");
+        let corr: f64 = line.split("correlation ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+        assert!((0.89..0.94).contains(&corr), "DepDelay/ArrDelay correlation {corr}");
+    }
+    assert!(std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(), "same seed, same bytes");
+    let trained = tmp.path().join("trained");
+    assert_ok(&driver(&["train", "--in-process", "--quiet", "--data", a.to_str().unwrap(), "--out", trained.to_str().unwrap()]));
+    assert_eq!(report(&trained)["rows"]["read"], 20000);
 }

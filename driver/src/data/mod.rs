@@ -2,6 +2,7 @@
 //! (`split`), and the global bin edges, done once on the driver.
 
 pub mod features;
+pub mod generate;
 pub mod import;
 pub mod load;
 pub mod split;
