@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{Float64Array, RecordBatch, UInt8Array};
+use arrow::array::RecordBatch;
+use canopy_executor::partition::decode_partition;
 use canopy_proto::v1;
 use canopy_tree::grower::LevelDone;
 use canopy_tree::{BinnedPartition, ClassificationMetrics, ConfusionMatrix, HistogramLayout, LocalStats, Tree, grow_tree};
@@ -164,24 +165,6 @@ fn empty_result(executors: usize, mode: Mode, model: ModelFile, k: usize) -> Run
     }
 }
 
-/// Feature columns and labels of a partition batch (schema from `data::partition_schema`).
-fn partition_columns(batch: &RecordBatch) -> Result<(Vec<&[f64]>, Vec<u8>)> {
-    let n = batch.num_columns() - 1;
-    let columns = (0..n)
-        .map(|i| {
-            batch.column(i).as_any().downcast_ref::<Float64Array>().map(|a| a.values().as_ref()).ok_or_else(|| DriverError::Internal("feature column is not Float64".into()))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let labels = batch
-        .column(n)
-        .as_any()
-        .downcast_ref::<UInt8Array>()
-        .ok_or_else(|| DriverError::Internal("label column is not UInt8".into()))?
-        .values()
-        .to_vec();
-    Ok((columns, labels))
-}
-
 /// Trains and evaluates in this process with the same partitions: the reference model.
 pub fn run_in_process(prepared: &Prepared, exp: &ValidExperiment, metrics: &DriverMetrics) -> Result<RunResult> {
     if exp.mode != Mode::Exact {
@@ -190,9 +173,11 @@ pub fn run_in_process(prepared: &Prepared, exp: &ValidExperiment, metrics: &Driv
     canopy_runtime::heap::reset_peak();
     let started = Instant::now();
     let k = prepared.num_classes();
+    // The executors' own decoding, so the reference run sees exactly what they see.
     let bin = |batch: &RecordBatch| -> Result<BinnedPartition> {
-        let (columns, labels) = partition_columns(batch)?;
-        Ok(BinnedPartition::from_columns(&columns, labels, &prepared.edges, k)?)
+        decode_partition(std::slice::from_ref(batch), &prepared.edges, k, false)
+            .map(|(partition, _)| partition)
+            .map_err(|e| DriverError::Internal(format!("in-process partition: {e}")))
     };
     let train = prepared.train.iter().map(bin).collect::<Result<Vec<_>>>()?;
     let test = prepared.test.iter().map(bin).collect::<Result<Vec<_>>>()?;

@@ -5,8 +5,9 @@
 
 mod error;
 pub mod metrics;
+pub mod partition;
 pub mod server;
-mod store;
+pub mod store;
 mod tasks;
 
 use std::future::Future;

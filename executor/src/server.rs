@@ -5,8 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, Float64Array, RecordBatch, UInt8Array};
-use arrow::datatypes::DataType;
+use arrow::array::RecordBatch;
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;
@@ -16,7 +15,7 @@ use arrow_flight::{
 };
 use canopy_proto::v1::{self, executor_server::Executor};
 use canopy_proto::{PROTOCOL_VERSION, edges_from_wire, tree_from_wire};
-use canopy_tree::{BinnedPartition, NodeId, SplitDecision};
+use canopy_tree::{NodeId, SplitDecision};
 use futures::stream::{self, BoxStream};
 use futures::{StreamExt, TryStreamExt};
 use prost::Message;
@@ -25,7 +24,8 @@ use tracing::{debug, info, instrument};
 
 use crate::ExecutorError;
 use crate::metrics::ExecutorMetrics;
-use crate::store::{Job, Mode, RawRows};
+use crate::partition::decode_partition;
+use crate::store::{Job, Mode};
 use crate::tasks::{self, LocalTreeParams};
 
 /// Settings that change how the executor behaves, for tests of failures.
@@ -250,56 +250,10 @@ impl PartitionReceiver {
     }
 }
 
-/// Splits a record batch into feature columns and labels, checking names and types.
-fn columns_of(batch: &RecordBatch, feature_names: &[String]) -> Result<(Vec<Float64Array>, UInt8Array), ExecutorError> {
-    let column = |name: &str, expected: &DataType| -> Result<arrow::array::ArrayRef, ExecutorError> {
-        let col = batch
-            .column_by_name(name)
-            .ok_or_else(|| ExecutorError::PartitionData(format!("column '{name}' is missing")))?;
-        if col.data_type() != expected || col.null_count() > 0 {
-            return Err(ExecutorError::PartitionData(format!(
-                "column '{name}' must be non-null {expected}, got {} with {} nulls",
-                col.data_type(),
-                col.null_count()
-            )));
-        }
-        Ok(col.clone())
-    };
-    let features = feature_names
-        .iter()
-        .map(|name| {
-            let col = column(name, &DataType::Float64)?;
-            col.as_any().downcast_ref::<Float64Array>().cloned().ok_or_else(|| ExecutorError::PartitionData(format!("column '{name}' is not Float64")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let labels = column("label", &DataType::UInt8)?
-        .as_any()
-        .downcast_ref::<UInt8Array>()
-        .cloned()
-        .ok_or_else(|| ExecutorError::PartitionData("column 'label' is not UInt8".into()))?;
-    Ok((features, labels))
-}
-
 /// Stores one received partition: binned, and raw too in ensemble mode.
 fn store_partition(job: &mut Job, descriptor: &v1::PartitionDescriptor, batches: &[RecordBatch]) -> Result<u64, ExecutorError> {
-    let names: Vec<String> = job.edges.features.iter().map(|f| f.name.clone()).collect();
-    let mut columns: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
-    let mut labels = Vec::new();
-    for batch in batches {
-        let (features, batch_labels) = columns_of(batch, &names)?;
-        for (all, col) in columns.iter_mut().zip(&features) {
-            all.extend_from_slice(col.values());
-        }
-        labels.extend_from_slice(batch_labels.values());
-    }
-    let rows = labels.len() as u64;
-    let raw = (job.mode == Mode::Ensemble).then(|| RawRows {
-        values: (0..labels.len()).flat_map(|r| columns.iter().map(move |c| c[r])).collect(),
-        labels: labels.clone(),
-    });
-    let refs: Vec<&[f64]> = columns.iter().map(Vec::as_slice).collect();
-    let binned = BinnedPartition::from_columns(&refs, labels, &job.edges, job.num_classes)?;
-    drop(columns);
+    let (binned, raw) = decode_partition(batches, &job.edges, job.num_classes, job.mode == Mode::Ensemble)?;
+    let rows = binned.num_rows() as u64;
     let id = descriptor.partition_id;
     match v1::PartitionRole::try_from(descriptor.role) {
         Ok(v1::PartitionRole::Train) => {

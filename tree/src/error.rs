@@ -18,6 +18,8 @@ pub enum TreeError {
     InvalidNumClasses { found: usize },
     #[error("feature '{feature}' has a non-finite value {value} at row {row}")]
     NonFiniteValue { feature: String, row: usize, value: f64 },
+    #[error("feature '{feature}' has bin {bin} at row {row}, but only {bins} bins")]
+    BinOutOfRange { feature: String, row: usize, bin: u8, bins: usize },
     #[error("label {label} at row {row} is not below num_classes {num_classes}")]
     LabelOutOfRange { row: usize, label: u32, num_classes: usize },
     #[error("partition has {found} feature columns, expected {expected}")]

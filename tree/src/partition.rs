@@ -1,8 +1,9 @@
 //! One partition of binned rows, as an executor (or the in-process learner) holds it.
 //!
-//! Columns are stored feature-major, one byte per value. Rows are kept in `order`, grouped by
-//! the open tree node they reached, so that a node's histogram reads only that node's rows
-//! (LightGBM's data partition); applying a split stably partitions one group in two.
+//! Rows are stored row-major, one byte per binned value followed by the label byte, so building
+//! a histogram reads each row once, as one short contiguous run. Rows are kept in `order`,
+//! grouped by the open tree node they reached, so that a node's histogram reads only that node's
+//! rows (LightGBM's data partition); applying a split stably partitions one group in two.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -54,8 +55,9 @@ impl SplitLog {
 
 #[derive(Debug, Clone)]
 pub struct BinnedPartition {
-    bins: Vec<Vec<u8>>,
-    labels: Vec<u8>,
+    /// `stride` bytes per row: the bin of each feature, then the label.
+    rows: Vec<u8>,
+    stride: usize,
     order: Vec<u32>,
     node_rows: BTreeMap<NodeId, Range<usize>>,
     scratch: Vec<u32>,
@@ -76,60 +78,110 @@ impl BinnedPartition {
         if u32::try_from(rows).is_err() {
             return Err(TreeError::RaggedColumns { detail: format!("{rows} rows exceed one partition's limit of 2^32") });
         }
-        let mut bins = Vec::with_capacity(columns.len());
-        for (column, feature) in columns.iter().zip(&edges.features) {
+        let stride = columns.len() + 1;
+        let mut packed = vec![0u8; rows * stride];
+        for (f, (column, feature)) in columns.iter().zip(&edges.features).enumerate() {
             if column.len() != rows {
                 return Err(TreeError::RaggedColumns {
                     detail: format!("feature '{}' has {} values for {rows} labels", feature.name, column.len()),
                 });
             }
-            let mut binned = Vec::with_capacity(rows);
             for (row, &value) in column.iter().enumerate() {
                 if !value.is_finite() {
                     return Err(TreeError::NonFiniteValue { feature: feature.name.clone(), row, value });
                 }
-                binned.push(feature.bin_of(value));
+                packed[row * stride + f] = feature.bin_of(value);
             }
-            bins.push(binned);
         }
         if let Some(row) = labels.iter().position(|&l| usize::from(l) >= num_classes) {
             return Err(TreeError::LabelOutOfRange { row, label: u32::from(labels[row]), num_classes });
         }
-        Ok(Self::from_binned(bins, labels))
+        for (row, &label) in labels.iter().enumerate() {
+            packed[row * stride + stride - 1] = label;
+        }
+        Ok(Self::from_packed(packed, stride))
     }
 
-    /// Wraps already binned columns; all rows start at the root.
-    pub fn from_binned(bins: Vec<Vec<u8>>, labels: Vec<u8>) -> Self {
+    /// Packs columns binned elsewhere (by the driver), checking every bin against the edges.
+    pub fn from_bin_columns(columns: &[&[u8]], labels: &[u8], edges: &BinEdges, num_classes: usize) -> Result<Self, TreeError> {
+        if columns.len() != edges.num_features() {
+            return Err(TreeError::FeatureCountMismatch { expected: edges.num_features(), found: columns.len() });
+        }
         let rows = labels.len();
-        let order: Vec<u32> = (0..rows as u32).collect();
+        let stride = columns.len() + 1;
+        let mut packed = vec![0u8; rows * stride];
+        for (f, (column, feature)) in columns.iter().zip(&edges.features).enumerate() {
+            if column.len() != rows {
+                return Err(TreeError::RaggedColumns {
+                    detail: format!("feature '{}' has {} values for {rows} labels", feature.name, column.len()),
+                });
+            }
+            let bins = feature.num_bins();
+            for (row, &bin) in column.iter().enumerate() {
+                if usize::from(bin) >= bins {
+                    return Err(TreeError::BinOutOfRange { feature: feature.name.clone(), row, bin, bins });
+                }
+                packed[row * stride + f] = bin;
+            }
+        }
+        for (row, &label) in labels.iter().enumerate() {
+            if usize::from(label) >= num_classes {
+                return Err(TreeError::LabelOutOfRange { row, label: u32::from(label), num_classes });
+            }
+            packed[row * stride + stride - 1] = label;
+        }
+        Ok(Self::from_packed(packed, stride))
+    }
+
+    /// Wraps already binned columns (one `Vec` per feature) and labels.
+    pub fn from_binned(bins: Vec<Vec<u8>>, labels: Vec<u8>) -> Self {
+        let stride = bins.len() + 1;
+        let mut packed = vec![0u8; labels.len() * stride];
+        for (row, chunk) in packed.chunks_exact_mut(stride).enumerate() {
+            for (f, column) in bins.iter().enumerate() {
+                chunk[f] = column[row];
+            }
+            chunk[stride - 1] = labels[row];
+        }
+        Self::from_packed(packed, stride)
+    }
+
+    /// Wraps row-major rows of `stride` bytes (bins, then label); all rows start at the root.
+    fn from_packed(rows: Vec<u8>, stride: usize) -> Self {
+        let n = rows.len() / stride;
+        let order: Vec<u32> = (0..n as u32).collect();
         let mut node_rows = BTreeMap::new();
-        node_rows.insert(NodeId::ROOT, 0..rows);
-        BinnedPartition { bins, labels, order, node_rows, scratch: Vec::new() }
+        node_rows.insert(NodeId::ROOT, 0..n);
+        BinnedPartition { rows, stride, order, node_rows, scratch: Vec::new() }
     }
 
     pub fn num_rows(&self) -> usize {
-        self.labels.len()
+        self.rows.len() / self.stride
+    }
+
+    fn num_features(&self) -> usize {
+        self.stride - 1
     }
 
     /// Bytes held: one per binned value, one per label, four per row index.
     pub fn heap_bytes(&self) -> usize {
-        self.bins.iter().map(Vec::capacity).sum::<usize>() + self.labels.capacity() + 4 * self.order.capacity()
+        self.rows.capacity() + 4 * self.order.capacity()
     }
 
     /// Routes the rows of each split node to its children.
     pub fn apply_splits(&mut self, decisions: &[SplitDecision]) -> Result<(), TreeError> {
         for d in decisions {
+            let feature = d.feature as usize;
+            if feature >= self.num_features() {
+                return Err(TreeError::UnknownFeature { feature: d.feature, features: self.num_features() });
+            }
             let Some(range) = self.node_rows.remove(&d.node) else { continue };
-            let column = self
-                .bins
-                .get(d.feature as usize)
-                .ok_or(TreeError::UnknownFeature { feature: d.feature, features: self.bins.len() })?;
             // Stable partition: left rows compact in place, right rows via scratch.
             self.scratch.clear();
             let mut write = range.start;
             for read in range.clone() {
                 let row = self.order[read];
-                if column[row as usize] <= d.threshold_bin {
+                if self.rows[row as usize * self.stride + feature] <= d.threshold_bin {
                     self.order[write] = row;
                     write += 1;
                 } else {
@@ -148,12 +200,15 @@ impl BinnedPartition {
         let classes = layout.num_classes();
         for (node, hist) in nodes.iter().zip(out.iter_mut()) {
             let Some(range) = self.node_rows.get(node) else { continue };
-            let rows = &self.order[range.clone()];
-            for (feature, column) in self.bins.iter().enumerate() {
-                let counts = &mut hist.counts[layout.feature_start(feature)..];
-                for &row in rows {
-                    let row = row as usize;
-                    counts[usize::from(column[row]) * classes + usize::from(self.labels[row])] += 1;
+            let features = self.num_features();
+            let starts: Vec<usize> = (0..features).map(|f| layout.feature_start(f)).collect();
+            let counts = &mut hist.counts;
+            for &row in &self.order[range.clone()] {
+                let at = row as usize * self.stride;
+                let bytes = &self.rows[at..at + self.stride];
+                let label = usize::from(bytes[features]);
+                for (f, &start) in starts.iter().enumerate() {
+                    counts[start + usize::from(bytes[f]) * classes + label] += 1;
                 }
             }
         }
@@ -161,9 +216,9 @@ impl BinnedPartition {
 
     /// Adds (actual, predicted) of every row to `cm`.
     pub fn add_confusion(&self, tree: &Tree, cm: &mut ConfusionMatrix) {
-        for row in 0..self.labels.len() {
-            let predicted = tree.predict_binned(|feature| self.bins[feature][row]);
-            cm.add(usize::from(self.labels[row]), predicted as usize);
+        for bytes in self.rows.chunks_exact(self.stride) {
+            let predicted = tree.predict_binned(|feature| bytes[feature]);
+            cm.add(usize::from(bytes[self.stride - 1]), predicted as usize);
         }
     }
 }
@@ -200,6 +255,14 @@ mod tests {
         assert_eq!(log.append(0, &[d(0, 0, 1, 2)]).expect("first").len(), 1);
         assert_eq!(log.append(0, &[d(0, 0, 1, 2), d(1, 0, 3, 4)]).expect("overlap").to_vec(), vec![d(1, 0, 3, 4)]);
         assert_eq!(log.append(5, &[d(2, 0, 5, 6)]), Err(TreeError::SplitLogGap { expected: 2, found: 5 }));
+    }
+
+    #[test]
+    fn driver_binned_columns_are_checked() {
+        let p = BinnedPartition::from_bin_columns(&[&[2, 0, 1]], &[1, 0, 0], &edges(), 2).expect("valid");
+        assert_eq!(p.num_rows(), 3);
+        let err = BinnedPartition::from_bin_columns(&[&[3]], &[0], &edges(), 2).expect_err("bin 3 of 3 bins");
+        assert_eq!(err, TreeError::BinOutOfRange { feature: "x".into(), row: 0, bin: 3, bins: 3 });
     }
 
     #[test]

@@ -17,7 +17,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use canopy_tree::{BinEdges, FeatureBins};
 use serde::Serialize;
 
-use crate::config::ValidExperiment;
+use crate::config::{Mode, ValidExperiment};
 use crate::error::{DriverError, Result};
 use features::{Encoding, Featurized};
 use split::{Role, assign};
@@ -49,9 +49,16 @@ impl Prepared {
     }
 }
 
-/// The schema of partitions shipped to executors.
-pub fn partition_schema(feature_names: &[String]) -> SchemaRef {
-    let mut fields: Vec<Field> = feature_names.iter().map(|n| Field::new(n, DataType::Float64, false)).collect();
+enum FeatureColumns {
+    Binned(Vec<Vec<u8>>),
+    Raw(Vec<Vec<f64>>),
+}
+
+/// The schema of partitions shipped to executors: UInt8 bins or Float64 values per feature,
+/// then the UInt8 label.
+pub fn partition_schema(feature_names: &[String], binned: bool) -> SchemaRef {
+    let feature_type = if binned { DataType::UInt8 } else { DataType::Float64 };
+    let mut fields: Vec<Field> = feature_names.iter().map(|n| Field::new(n, feature_type.clone(), false)).collect();
     fields.push(Field::new("label", DataType::UInt8, false));
     Arc::new(Schema::new(fields))
 }
@@ -73,18 +80,7 @@ pub async fn prepare(exp: &ValidExperiment) -> Result<Prepared> {
     }
     let Featurized { columns, labels } = encoding.apply(&loaded, &exp.features)?;
     let labels = labels.ok_or_else(|| DriverError::Internal("labels missing after load".into()))?;
-
-    let parts = exp.split.partitions as usize;
-    let mut train_rows: Vec<Vec<u32>> = vec![Vec::new(); parts];
-    let mut test_rows: Vec<Vec<u32>> = vec![Vec::new(); parts];
-    for (i, &row) in loaded.row_numbers.iter().enumerate() {
-        let (role, p) = assign(exp.split.seed, row, exp.split.test_fraction, exp.split.partitions);
-        let index = u32::try_from(i).map_err(|_| DriverError::Config("more than 2^32 rows".into()))?;
-        match role {
-            Role::Train => train_rows[p as usize].push(index),
-            Role::Test => test_rows[p as usize].push(index),
-        }
-    }
+    let (train_rows, test_rows) = split_rows(&loaded.row_numbers, exp)?;
     let count = |rows: &[Vec<u32>]| rows.iter().map(|r| r.len() as u64).sum::<u64>();
     let rows = RowCounts {
         read: loaded.rows_read,
@@ -92,17 +88,29 @@ pub async fn prepare(exp: &ValidExperiment) -> Result<Prepared> {
         train: count(&train_rows),
         test: count(&test_rows),
     };
+    // The text columns are not needed any more; free them before the binned copy is made.
+    drop(loaded);
     if rows.train == 0 || rows.test == 0 {
         return Err(DriverError::EmptyDataset { path: exp.data.clone(), stage: "in the train or test split" });
     }
     let feature_names = exp.features.feature_names();
     let edges = bin_edges(&feature_names, &columns, &train_rows, exp.tree.max_bins)?;
-    let schema = partition_schema(&feature_names);
+    // Exact mode ships bins (one byte a value) and executors never see raw values; the
+    // ensemble's linfa trees need the raw values.
+    let columns = match exp.mode {
+        Mode::Exact => FeatureColumns::Binned(bin_columns(columns, &edges)),
+        Mode::Ensemble => FeatureColumns::Raw(columns),
+    };
+    let schema = partition_schema(&feature_names, matches!(columns, FeatureColumns::Binned(_)));
     let batch = |rows: &Vec<u32>| -> Result<RecordBatch> {
-        let mut arrays: Vec<arrow::array::ArrayRef> = columns
-            .iter()
-            .map(|c| Arc::new(Float64Array::from_iter_values(rows.iter().map(|&r| c[r as usize]))) as _)
-            .collect();
+        let mut arrays: Vec<arrow::array::ArrayRef> = match &columns {
+            FeatureColumns::Binned(cols) => {
+                cols.iter().map(|c| Arc::new(UInt8Array::from_iter_values(rows.iter().map(|&r| c[r as usize]))) as _).collect()
+            }
+            FeatureColumns::Raw(cols) => {
+                cols.iter().map(|c| Arc::new(Float64Array::from_iter_values(rows.iter().map(|&r| c[r as usize]))) as _).collect()
+            }
+        };
         arrays.push(Arc::new(UInt8Array::from_iter_values(rows.iter().map(|&r| labels[r as usize]))));
         RecordBatch::try_new(schema.clone(), arrays).map_err(|e| DriverError::Internal(e.to_string()))
     };
@@ -118,6 +126,53 @@ pub async fn prepare(exp: &ValidExperiment) -> Result<Prepared> {
         rows,
         prepare_seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Train/test and partition of every loaded row (by its file row number), as row indexes.
+fn split_rows(row_numbers: &[u64], exp: &ValidExperiment) -> Result<(Vec<Vec<u32>>, Vec<Vec<u32>>)> {
+    let parts = exp.split.partitions as usize;
+    let mut train_rows: Vec<Vec<u32>> = vec![Vec::new(); parts];
+    let mut test_rows: Vec<Vec<u32>> = vec![Vec::new(); parts];
+    for (i, &row) in row_numbers.iter().enumerate() {
+        let (role, p) = assign(exp.split.seed, row, exp.split.test_fraction, exp.split.partitions);
+        let index = u32::try_from(i).map_err(|_| DriverError::Config("more than 2^32 rows".into()))?;
+        match role {
+            Role::Train => train_rows[p as usize].push(index),
+            Role::Test => test_rows[p as usize].push(index),
+        }
+    }
+    Ok((train_rows, test_rows))
+}
+
+/// Bins every column with the global edges, freeing each raw column as it goes; the features
+/// are split between threads.
+fn bin_columns(columns: Vec<Vec<f64>>, edges: &BinEdges) -> Vec<Vec<u8>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(columns.len().max(1));
+    let mut work: Vec<(usize, Vec<f64>)> = columns.into_iter().enumerate().collect();
+    let mut binned: Vec<Vec<u8>> = vec![Vec::new(); work.len()];
+    let per_thread = work.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = std::iter::from_fn(|| {
+            if work.is_empty() {
+                return None;
+            }
+            let chunk: Vec<(usize, Vec<f64>)> = work.drain(..per_thread.min(work.len())).collect();
+            Some(scope.spawn(move || {
+                chunk
+                    .into_iter()
+                    .map(|(f, column)| (f, column.iter().map(|&v| edges.features[f].bin_of(v)).collect::<Vec<u8>>()))
+                    .collect::<Vec<_>>()
+            }))
+        })
+        .collect();
+        for handle in handles {
+            // A panic in binning is a bug; re-raise it here rather than lose a column.
+            for (f, column) in handle.join().unwrap_or_else(|e| std::panic::resume_unwind(e)) {
+                binned[f] = column;
+            }
+        }
+    });
+    binned
 }
 
 /// Exact global value counts of every feature over the training rows, then quantile edges.
