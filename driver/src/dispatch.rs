@@ -55,6 +55,24 @@ pub struct TrafficStats {
     /// Driver time spent waiting on executors for histograms and merging them.
     pub histogram_wait_seconds: f64,
     pub merge_seconds: f64,
+    /// Driver time spent waiting for executors to apply splits.
+    pub split_wait_seconds: f64,
+    /// Every round trip of the tree growth, in order: what a scaling model is fitted to.
+    pub rounds: Vec<Round>,
+}
+
+/// One fan-out of the grower to every executor and the answers' merge.
+#[derive(Debug, Clone, Serialize)]
+pub struct Round {
+    /// "histograms" or "apply_splits".
+    pub kind: &'static str,
+    /// Nodes asked for (histograms) or split (apply_splits).
+    pub nodes: usize,
+    pub executors: usize,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub wait_seconds: f64,
+    pub merge_seconds: f64,
 }
 
 enum CallError {
@@ -325,13 +343,16 @@ impl Dispatcher {
                 async move { c.build_histograms(r).await.map(|r| r.into_inner()) }
             })
             .await?;
-        self.traffic.histogram_wait_seconds += waited.elapsed().as_secs_f64();
-        tracing::debug!(nodes = nodes.len(), wait_ms = waited.elapsed().as_secs_f64() * 1e3, "histograms received");
-        self.count_sent(0, (request.encoded_len() * answers.len()) as u64);
+        let wait_seconds = waited.elapsed().as_secs_f64();
+        self.traffic.histogram_wait_seconds += wait_seconds;
+        let bytes_sent = (request.encoded_len() * answers.len()) as u64;
+        self.count_sent(0, bytes_sent);
         let merging = Instant::now();
         let mut merged = vec![NodeHistogram::zeros(layout); nodes.len()];
+        let mut bytes_received = 0;
+        let executors = answers.len();
         for (i, answer) in answers {
-            self.count_received(answer.encoded_len() as u64);
+            bytes_received += answer.encoded_len() as u64;
             if answer.histograms.len() != nodes.len() {
                 return Err(DriverError::TaskFailed {
                     executor: self.executors[i].id.clone(),
@@ -342,7 +363,10 @@ impl Dispatcher {
                 slot.merge(&NodeHistogram::from_counts(h.node, h.counts, layout)?);
             }
         }
-        self.traffic.merge_seconds += merging.elapsed().as_secs_f64();
+        self.count_received(bytes_received);
+        let merge_seconds = merging.elapsed().as_secs_f64();
+        self.traffic.merge_seconds += merge_seconds;
+        self.traffic.rounds.push(Round { kind: "histograms", nodes: nodes.len(), executors, bytes_sent, bytes_received, wait_seconds, merge_seconds });
         Ok(merged)
     }
 
@@ -352,13 +376,19 @@ impl Dispatcher {
             first_index: first_index as u64,
             decisions: decisions.iter().map(v1::SplitDecision::from).collect(),
         };
+        let waited = Instant::now();
         let answers = self
             .on_all("apply splits", |_, mut c| {
                 let r = request.clone();
                 async move { c.apply_splits(r).await.map(|_| ()) }
             })
             .await?;
-        self.count_sent(0, (request.encoded_len() * answers.len()) as u64);
+        let wait_seconds = waited.elapsed().as_secs_f64();
+        self.traffic.split_wait_seconds += wait_seconds;
+        let bytes_sent = (request.encoded_len() * answers.len()) as u64;
+        self.count_sent(0, bytes_sent);
+        let round = Round { kind: "apply_splits", nodes: decisions.len(), executors: answers.len(), bytes_sent, bytes_received: 0, wait_seconds, merge_seconds: 0.0 };
+        self.traffic.rounds.push(round);
         Ok(())
     }
 

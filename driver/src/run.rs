@@ -52,6 +52,8 @@ pub struct ExecutorReport {
     pub bytes_received: u64,
     pub bytes_sent: u64,
     pub peak_heap_bytes: u64,
+    /// The executor process's peak resident set size.
+    pub peak_rss_bytes: u64,
     pub rows_held: u64,
 }
 
@@ -98,6 +100,8 @@ pub struct RunResult {
     pub retries: u64,
     pub traffic: TrafficStats,
     pub driver_peak_heap_bytes: u64,
+    /// The driver process's peak resident set size so far (it includes data preparation).
+    pub driver_peak_rss_bytes: u64,
 }
 
 fn model_file(prepared: &Prepared, exp: &ValidExperiment, tree: Option<Tree>, ensemble: Option<Vec<serde_json::Value>>) -> ModelFile {
@@ -142,6 +146,7 @@ fn finish(mut result: RunResult, started: Instant) -> Result<RunResult> {
     result.model_sha256 = sha256_hex(&result.model_json);
     result.timings.total_seconds = started.elapsed().as_secs_f64();
     result.driver_peak_heap_bytes = canopy_runtime::heap::peak_bytes();
+    result.driver_peak_rss_bytes = canopy_runtime::peak_rss_bytes();
     Ok(result)
 }
 
@@ -162,6 +167,7 @@ fn empty_result(executors: usize, mode: Mode, model: ModelFile, k: usize) -> Run
         retries: 0,
         traffic: TrafficStats::default(),
         driver_peak_heap_bytes: 0,
+        driver_peak_rss_bytes: 0,
     }
 }
 
@@ -308,6 +314,7 @@ pub async fn run_distributed(
             bytes_received: 0,
             bytes_sent: 0,
             peak_heap_bytes: 0,
+            peak_rss_bytes: 0,
             rows_held: 0,
         })
         .collect();
@@ -318,6 +325,7 @@ pub async fn run_distributed(
         r.bytes_received = s.bytes_received;
         r.bytes_sent = s.bytes_sent;
         r.peak_heap_bytes = s.peak_heap_bytes;
+        r.peak_rss_bytes = s.peak_rss_bytes;
         r.rows_held = s.rows_held;
     }
     let mut result = empty_result(count, exp.mode, model_file(&prepared, exp, tree, ensemble_json), k);

@@ -230,6 +230,7 @@ impl Executor for ExecutorService {
             bytes_sent: job.stats.bytes_sent,
             peak_heap_bytes: canopy_runtime::heap::peak_bytes(),
             rows_held: job.rows_held(),
+            peak_rss_bytes: canopy_runtime::peak_rss_bytes(),
         };
         *guard = None;
         self.inner.metrics.rows_held.set(0);

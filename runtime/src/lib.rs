@@ -3,6 +3,14 @@
 pub mod heap;
 pub mod metrics;
 
+/// The process's peak resident set size (VmHWM, Linux), in bytes; 0 where unknown.
+pub fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+        .map_or(0, |kib| kib * 1024)
+}
+
 /// Logs go to stderr (stdout is for reports and the executor's address line). `quiet` keeps
 /// warnings and errors only; `RUST_LOG` overrides either.
 pub fn init_tracing(quiet: bool) {
