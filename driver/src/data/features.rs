@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, Float64Array, RecordBatch, StringArray};
 use arrow::compute::{cast, filter_record_batch, is_not_null};
-use arrow::datatypes::DataType;
+use arrow::datatypes::{DataType, Int32Type};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 
@@ -277,8 +277,14 @@ impl Encoding {
             let unseen = index.len() as f64;
             let mut values = Vec::with_capacity(rows);
             for batch in &loaded.batches {
-                let text = as_str(batch.column(offset + spec.numeric.len() + i))?;
-                values.extend(text.iter().map(|v| v.and_then(|v| lookup.get(v).copied()).unwrap_or(unseen)));
+                // Dictionary-encode the batch (Arrow's vectorised hashing), then look up each
+                // distinct value once instead of every row.
+                let dictionary = cast(batch.column(offset + spec.numeric.len() + i), &DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)))
+                    .map_err(|e| DriverError::Internal(format!("dictionary of '{column}': {e}")))?;
+                let dictionary = dictionary.as_dictionary::<Int32Type>();
+                let distinct = dictionary.values().as_string::<i32>();
+                let codes: Vec<f64> = (0..distinct.len()).map(|k| lookup.get(distinct.value(k)).copied().unwrap_or(unseen)).collect();
+                values.extend(dictionary.keys().iter().map(|key| key.and_then(|k| codes.get(k as usize).copied()).unwrap_or(unseen)));
             }
             columns.push(values);
         }

@@ -8,6 +8,7 @@ pub mod load;
 pub mod split;
 
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -65,7 +66,9 @@ pub fn partition_schema(feature_names: &[String], binned: bool) -> SchemaRef {
 
 pub async fn prepare(exp: &ValidExperiment) -> Result<Prepared> {
     let started = Instant::now();
+    let step = |name: &str| tracing::debug!(step = name, seconds = started.elapsed().as_secs_f64(), "prepare");
     let loaded = features::load(&exp.data, &exp.features, true).await?;
+    step("loaded");
     if loaded.rows() == 0 {
         return Err(DriverError::EmptyDataset { path: exp.data.clone(), stage: "after dropping rows with a null label" });
     }
@@ -78,7 +81,9 @@ pub async fn prepare(exp: &ValidExperiment) -> Result<Prepared> {
             exp.data.display()
         )));
     }
+    step("encoding fitted");
     let Featurized { columns, labels } = encoding.apply(&loaded, &exp.features)?;
+    step("encoded");
     let labels = labels.ok_or_else(|| DriverError::Internal("labels missing after load".into()))?;
     let (train_rows, test_rows) = split_rows(&loaded.row_numbers, exp)?;
     let count = |rows: &[Vec<u32>]| rows.iter().map(|r| r.len() as u64).sum::<u64>();
@@ -94,7 +99,9 @@ pub async fn prepare(exp: &ValidExperiment) -> Result<Prepared> {
         return Err(DriverError::EmptyDataset { path: exp.data.clone(), stage: "in the train or test split" });
     }
     let feature_names = exp.features.feature_names();
+    step("split");
     let edges = bin_edges(&feature_names, &columns, &train_rows, exp.tree.max_bins)?;
+    step("edges");
     // Exact mode ships bins (one byte a value) and executors never see raw values; the
     // ensemble's linfa trees need the raw values.
     let columns = match exp.mode {
@@ -114,8 +121,10 @@ pub async fn prepare(exp: &ValidExperiment) -> Result<Prepared> {
         arrays.push(Arc::new(UInt8Array::from_iter_values(rows.iter().map(|&r| labels[r as usize]))));
         RecordBatch::try_new(schema.clone(), arrays).map_err(|e| DriverError::Internal(e.to_string()))
     };
+    step("binned");
     let train = train_rows.iter().map(batch).collect::<Result<Vec<_>>>()?;
     let test = test_rows.iter().map(batch).collect::<Result<Vec<_>>>()?;
+    step("partitioned");
     Ok(Prepared {
         source: exp.data.clone(),
         feature_names,
@@ -175,11 +184,11 @@ fn bin_columns(columns: Vec<Vec<f64>>, edges: &BinEdges) -> Vec<Vec<u8>> {
     binned
 }
 
-/// Exact global value counts of every feature over the training rows, then quantile edges.
+/// Exact global value counts of every feature over the training rows, then quantile edges;
+/// features are counted in parallel.
 fn bin_edges(names: &[String], columns: &[Vec<f64>], train_rows: &[Vec<u32>], max_bins: u32) -> Result<BinEdges> {
-    let mut features = Vec::with_capacity(columns.len());
-    for (name, column) in names.iter().zip(columns) {
-        let mut counts: HashMap<u64, u64> = HashMap::new();
+    let count = |column: &Vec<f64>| -> Vec<(f64, u64)> {
+        let mut counts: HashMap<u64, u64, BuildHasherDefault<BitsHasher>> = HashMap::default();
         for &r in train_rows.iter().flatten() {
             let v = column[r as usize];
             // -0.0 and 0.0 are one value.
@@ -188,7 +197,36 @@ fn bin_edges(names: &[String], columns: &[Vec<f64>], train_rows: &[Vec<u32>], ma
         }
         let mut value_counts: Vec<(f64, u64)> = counts.into_iter().map(|(bits, n)| (f64::from_bits(bits), n)).collect();
         value_counts.sort_by(|a, b| a.0.total_cmp(&b.0));
-        features.push(FeatureBins::from_value_counts(name, &value_counts, max_bins)?);
-    }
+        value_counts
+    };
+    let counted: Vec<Vec<(f64, u64)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = columns.iter().map(|c| scope.spawn(move || count(c))).collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()
+    });
+    let features = names
+        .iter()
+        .zip(&counted)
+        .map(|(name, value_counts)| FeatureBins::from_value_counts(name, value_counts, max_bins))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
     Ok(BinEdges { features })
+}
+
+/// A hasher for f64 bit patterns: SplitMix64's finaliser, which spreads the high bits (where
+/// small integers differ) into the low bits the table indexes by. SipHash would dominate the
+/// counting.
+#[derive(Default)]
+struct BitsHasher(u64);
+
+impl std::hash::Hasher for BitsHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01B3);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = split::mix(v);
+    }
 }

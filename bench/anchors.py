@@ -1,0 +1,117 @@
+"""The anchors, one run each: `python anchors.py TOOL DATA.parquet [THREADS]`.
+
+Each tool does the reference pipeline from the file: read it, drop rows without delays,
+Route = Origin-Dest, label = ArrDelay bucketed at -15/0/30, frequency-ordered indexes of
+Carrier, Origin, Dest, Route, a seeded 80/20 split; trains one depth-5 tree (32 bins where the
+tool bins) on DepDelay, Distance, DayOfMonth, DayOfWeek, DayOfYear and the four indexes; and
+scores the test split. Prints one JSON line: train_seconds (the training call only, binning
+included for LightGBM and XGBoost), e2e_seconds (process start to metrics), accuracy and
+Spark-style weighted precision / recall / F1.
+"""
+import json
+import sys
+import time
+
+START = time.perf_counter()
+
+FEATURES = ["DepDelay", "Distance", "DayOfMonth", "DayOfWeek", "DayOfYear",
+            "Carrier_index", "Origin_index", "Dest_index", "Route_index"]
+
+
+def weighted_metrics(y_true, y_pred):
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+    p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, average="weighted", zero_division=0)
+    return {"accuracy": float(accuracy_score(y_true, y_pred)), "weighted_precision": float(p),
+            "weighted_recall": float(r), "weighted_f1": float(f)}
+
+
+def prepare(path):
+    import numpy as np
+    import pandas as pd
+    cols = ["ArrDelay", "DepDelay", "Distance", "DayOfMonth", "DayOfWeek", "DayOfYear", "Carrier", "Origin", "Dest"]
+    df = pd.read_parquet(path, columns=cols).dropna(subset=["ArrDelay", "DepDelay"])
+    df["Route"] = df["Origin"] + "-" + df["Dest"]
+    for c in ["Carrier", "Origin", "Dest", "Route"]:
+        counts = df[c].value_counts()
+        order = sorted(counts.index, key=lambda v: (-counts[v], v))
+        df[c + "_index"] = df[c].map({v: i for i, v in enumerate(order)}).astype("float64")
+    y = np.digitize(df["ArrDelay"].to_numpy(), [-15.0, 0.0, 30.0]).astype("int32")
+    X = df[FEATURES].to_numpy(dtype="float64")
+    rng = np.random.default_rng(42)
+    test = rng.random(len(y)) < 0.2
+    return X[~test], y[~test], X[test], y[test]
+
+
+def main():
+    tool, path = sys.argv[1], sys.argv[2]
+    threads = int(sys.argv[3]) if len(sys.argv) > 3 else 2
+    if tool == "spark":
+        return spark(path, threads)
+    X, y, Xt, yt = prepare(path)
+    if tool == "sklearn":
+        from sklearn.tree import DecisionTreeClassifier
+        model = DecisionTreeClassifier(max_depth=5, random_state=42)
+        t = time.perf_counter()
+        model.fit(X, y)
+        train = time.perf_counter() - t
+        pred = model.predict(Xt)
+    elif tool == "lightgbm":
+        import lightgbm as lgb
+        params = {"objective": "multiclass", "num_class": 4, "max_depth": 5, "num_leaves": 32, "max_bin": 32,
+                  "learning_rate": 1.0, "min_data_in_leaf": 1, "min_sum_hessian_in_leaf": 0.0,
+                  "num_threads": threads, "verbose": -1, "seed": 42, "deterministic": True}
+        t = time.perf_counter()
+        booster = lgb.train(params, lgb.Dataset(X, y, params={"max_bin": 32, "verbose": -1}), num_boost_round=1)
+        train = time.perf_counter() - t
+        pred = booster.predict(Xt).argmax(axis=1)
+    elif tool == "xgboost":
+        import xgboost as xgb
+        params = {"tree_method": "hist", "max_depth": 5, "max_bin": 32, "objective": "multi:softmax",
+                  "num_class": 4, "eta": 1.0, "nthread": threads, "seed": 42}
+        t = time.perf_counter()
+        booster = xgb.train(params, xgb.DMatrix(X, label=y, nthread=threads), num_boost_round=1)
+        train = time.perf_counter() - t
+        pred = booster.predict(xgb.DMatrix(Xt, nthread=threads)).astype("int32")
+    else:
+        raise SystemExit(f"unknown tool {tool}")
+    out = {"tool": tool, "train_seconds": train, "e2e_seconds": time.perf_counter() - START}
+    out.update(weighted_metrics(yt, pred))
+    print(json.dumps(out))
+
+
+def spark(path, threads):
+    from pyspark.ml import Pipeline
+    from pyspark.ml.classification import DecisionTreeClassifier
+    from pyspark.ml.evaluation import MulticlassClassificationEvaluator
+    from pyspark.ml.feature import Bucketizer, StringIndexer, VectorAssembler
+    from pyspark.sql import SparkSession, functions as F
+    spark = (SparkSession.builder.master(f"local[{threads}]").config("spark.driver.memory", "8g")
+             .config("spark.ui.enabled", "false").getOrCreate())
+    df = spark.read.parquet(path).dropna(subset=["ArrDelay", "DepDelay"])
+    df = df.withColumn("Route", F.concat(F.col("Origin"), F.lit("-"), F.col("Dest")))
+    df = Bucketizer(splits=[-float("inf"), -15.0, 0.0, 30.0, float("inf")], inputCol="ArrDelay", outputCol="label").transform(df)
+    for c in ["Carrier", "Origin", "Dest", "Route"]:
+        df = StringIndexer(inputCol=c, outputCol=c + "_nominal", stringOrderType="frequencyDesc").fit(df).transform(df)
+        # Arithmetic drops the nominal metadata: the indexes are ordered values, as elsewhere
+        # (Route has hundreds of values, more than maxBins allows for a categorical feature).
+        df = df.withColumn(c + "_index", F.col(c + "_nominal") + F.lit(0.0))
+    assembler = VectorAssembler(inputCols=FEATURES, outputCol="features")
+    data = assembler.transform(df).select("features", "label")
+    train_df, test_df = data.randomSplit([0.8, 0.2], seed=42)
+    train_df = train_df.cache()
+    train_df.count()
+    t = time.perf_counter()
+    model = DecisionTreeClassifier(maxDepth=5, maxBins=32, seed=42).fit(train_df)
+    train = time.perf_counter() - t
+    pred = model.transform(test_df)
+    metric = lambda name: MulticlassClassificationEvaluator(metricName=name).evaluate(pred)
+    out = {"tool": f"spark-local[{threads}]", "train_seconds": train,
+           "accuracy": metric("accuracy"), "weighted_precision": metric("weightedPrecision"),
+           "weighted_recall": metric("weightedRecall"), "weighted_f1": metric("f1")}
+    out["e2e_seconds"] = time.perf_counter() - START
+    print(json.dumps(out))
+    spark.stop()
+
+
+if __name__ == "__main__":
+    main()
