@@ -126,6 +126,15 @@ impl Executor for ExecutorService {
         if !(2..=255).contains(&num_classes) {
             return Err(ExecutorError::InvalidRequest(format!("num_classes must be 2..=255, got {}", r.num_classes)).into());
         }
+        // Bins are bytes: at most 255 thresholds (256 bins) per feature, in increasing order.
+        if let Some(f) = r.features.iter().find(|f| f.thresholds.len() > 255 || f.thresholds.windows(2).any(|w| w[0].total_cmp(&w[1]).is_ge())) {
+            return Err(ExecutorError::InvalidRequest(format!(
+                "feature '{}' needs at most 255 increasing thresholds, got {}",
+                f.name,
+                f.thresholds.len()
+            ))
+            .into());
+        }
         let job = Job::new(r.job_id.clone(), edges_from_wire(&r.features), num_classes, mode);
         let mut guard = self.inner.job.lock().map_err(|_| Status::internal("job state poisoned"))?;
         *guard = Some(job);

@@ -67,6 +67,12 @@ async fn tasks_without_a_job_or_for_another_job_are_refused() {
     c.begin_job(BeginJobRequest { job_id: "a".into(), features, num_classes: 2, mode: v1::JobMode::Exact as i32 }).await.unwrap();
     let err = c.build_histograms(BuildHistogramsRequest { job_id: "b".into(), nodes: vec![0] }).await.unwrap_err();
     assert_eq!(err.message(), "request is for job 'b' but this executor runs job 'a'");
+    let too_many = vec![v1::FeatureBins { name: "x".into(), thresholds: (0..300).map(f64::from).collect() }];
+    let err = c
+        .begin_job(BeginJobRequest { job_id: "c".into(), features: too_many, num_classes: 2, mode: v1::JobMode::Exact as i32 })
+        .await
+        .unwrap_err();
+    assert_eq!((err.code(), err.message()), (tonic::Code::InvalidArgument, "invalid request: feature 'x' needs at most 255 increasing thresholds, got 300"));
 }
 
 #[tokio::test]
