@@ -74,32 +74,25 @@ impl BinnedPartition {
         if columns.len() != edges.num_features() {
             return Err(TreeError::FeatureCountMismatch { expected: edges.num_features(), found: columns.len() });
         }
-        let rows = labels.len();
-        if u32::try_from(rows).is_err() {
-            return Err(TreeError::RaggedColumns { detail: format!("{rows} rows exceed one partition's limit of 2^32") });
-        }
-        let stride = columns.len() + 1;
-        let mut packed = vec![0u8; rows * stride];
-        for (f, (column, feature)) in columns.iter().zip(&edges.features).enumerate() {
-            if column.len() != rows {
-                return Err(TreeError::RaggedColumns {
-                    detail: format!("feature '{}' has {} values for {rows} labels", feature.name, column.len()),
-                });
-            }
-            for (row, &value) in column.iter().enumerate() {
-                if !value.is_finite() {
-                    return Err(TreeError::NonFiniteValue { feature: feature.name.clone(), row, value });
-                }
-                packed[row * stride + f] = feature.bin_of(value);
-            }
-        }
-        if let Some(row) = labels.iter().position(|&l| usize::from(l) >= num_classes) {
-            return Err(TreeError::LabelOutOfRange { row, label: u32::from(labels[row]), num_classes });
-        }
-        for (row, &label) in labels.iter().enumerate() {
-            packed[row * stride + stride - 1] = label;
-        }
-        Ok(Self::from_packed(packed, stride))
+        let binned = columns
+            .iter()
+            .zip(&edges.features)
+            .map(|(column, feature)| {
+                column
+                    .iter()
+                    .enumerate()
+                    .map(|(row, &value)| {
+                        if value.is_finite() {
+                            Ok(feature.bin_of(value))
+                        } else {
+                            Err(TreeError::NonFiniteValue { feature: feature.name.clone(), row, value })
+                        }
+                    })
+                    .collect::<Result<Vec<u8>, TreeError>>()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let refs: Vec<&[u8]> = binned.iter().map(Vec::as_slice).collect();
+        Self::from_bin_columns(&refs, &labels, edges, num_classes)
     }
 
     /// Packs columns binned elsewhere (by the driver), checking every bin against the edges.
@@ -108,6 +101,9 @@ impl BinnedPartition {
             return Err(TreeError::FeatureCountMismatch { expected: edges.num_features(), found: columns.len() });
         }
         let rows = labels.len();
+        if u32::try_from(rows).is_err() {
+            return Err(TreeError::RaggedColumns { detail: format!("{rows} rows exceed one partition's limit of 2^32") });
+        }
         let stride = columns.len() + 1;
         let mut packed = vec![0u8; rows * stride];
         for (f, (column, feature)) in columns.iter().zip(&edges.features).enumerate() {
