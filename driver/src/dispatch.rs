@@ -114,9 +114,7 @@ impl Dispatcher {
         metrics: DriverMetrics,
     ) -> Self {
         let alive = vec![true; executors.len()];
-        metrics.executors_registered.set(executors.len() as i64);
-        metrics.executors_alive.set(executors.len() as i64);
-        metrics.update_saturation();
+        metrics.executors_joined(executors.len());
         Dispatcher {
             prepared,
             job_id,
@@ -178,15 +176,13 @@ impl Dispatcher {
     {
         loop {
             let live = self.live();
-            self.metrics.tasks_running.add(live.len() as i64);
-            self.metrics.update_saturation();
+            self.metrics.tasks_moved(0, live.len() as i64);
             let calls = live.iter().map(|&i| {
                 let fut = call(i, self.executors[i].control.clone());
                 self.guarded(i, async move { fut.await.map_err(|s| classify(&s)) })
             });
             let results = futures::future::join_all(calls).await;
-            self.metrics.tasks_running.sub(live.len() as i64);
-            self.metrics.update_saturation();
+            self.metrics.tasks_moved(0, -(live.len() as i64));
             let mut answers = Vec::with_capacity(live.len());
             let mut lost = Vec::new();
             for (&i, result) in live.iter().zip(results) {
@@ -216,9 +212,7 @@ impl Dispatcher {
         }
         self.alive[i] = false;
         self.executors[i].declare_dead();
-        self.metrics.executor_failures.inc();
-        self.metrics.executors_alive.dec();
-        self.metrics.update_saturation();
+        self.metrics.executor_lost();
         let orphans = self.assignment.values().filter(|&&e| e == i).count();
         warn!(executor = %self.executors[i].id, during, %error, orphans, "executor lost; reassigning its partitions");
         self.failures.push(FailureRecord {
@@ -268,8 +262,7 @@ impl Dispatcher {
             for p in &pending {
                 by_executor.entry(self.assignment[p]).or_default().push(*p);
             }
-            self.metrics.tasks_pending.add(pending.len() as i64);
-            self.metrics.update_saturation();
+            self.metrics.tasks_moved(pending.len() as i64, 0);
             let sends = by_executor.iter().map(|(&i, parts)| {
                 let channel = self.executors[i].channel.clone();
                 let batches: Vec<(PartitionRef, RecordBatch)> = parts.iter().map(|p| (*p, self.batch(*p).clone())).collect();
@@ -278,21 +271,16 @@ impl Dispatcher {
                 self.guarded(i, async move {
                     let mut bytes = 0;
                     for (p, batch) in batches {
-                        metrics.tasks_pending.dec();
-                        metrics.tasks_running.inc();
+                        metrics.tasks_moved(-1, 1);
                         let sent = put_partition(channel.clone(), &job_id, p, batch).await;
-                        metrics.tasks_running.dec();
-                        metrics.update_saturation();
+                        metrics.tasks_moved(0, -1);
                         bytes += sent?;
                     }
                     Ok(bytes)
                 })
             });
             let results = futures::future::join_all(sends).await;
-            // Partitions of a lost executor that were never sent are pending no more: they are
-            // counted again when reassigned.
-            self.metrics.tasks_pending.set(0);
-            self.metrics.update_saturation();
+            self.metrics.pending_cleared();
             let mut lost = Vec::new();
             for ((&i, _), result) in by_executor.iter().zip(results) {
                 match result {

@@ -18,13 +18,14 @@ use crate::run::RunResult;
 
 #[derive(Clone)]
 pub struct DriverMetrics {
-    pub executors_registered: IntGauge,
-    pub executors_alive: IntGauge,
-    pub tasks_pending: IntGauge,
-    pub tasks_running: IntGauge,
+    // Load gauges change only through the methods below, which keep the saturation in step.
+    executors_registered: IntGauge,
+    executors_alive: IntGauge,
+    tasks_pending: IntGauge,
+    tasks_running: IntGauge,
     saturation: Gauge,
+    executor_failures: IntCounter,
     pub tasks_retried: IntCounter,
-    pub executor_failures: IntCounter,
     pub nodes_split: IntCounter,
     pub bytes_sent: IntCounter,
     pub bytes_received: IntCounter,
@@ -108,9 +109,37 @@ impl DriverMetrics {
     }
 
     /// Recomputes the saturation gauge from pending, running and alive.
-    pub fn update_saturation(&self) {
+    fn update_saturation(&self) {
         let work = (self.tasks_pending.get() + self.tasks_running.get()) as f64;
         self.saturation.set(work / self.executors_alive.get().max(1) as f64);
+    }
+
+    /// A run starts with `n` executors, all alive.
+    pub fn executors_joined(&self, n: usize) {
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        self.executors_registered.set(n);
+        self.executors_alive.set(n);
+        self.update_saturation();
+    }
+
+    /// An executor was declared lost.
+    pub fn executor_lost(&self) {
+        self.executor_failures.inc();
+        self.executors_alive.dec();
+        self.update_saturation();
+    }
+
+    /// Adds `pending` to the queued tasks and `running` to those in flight (either may be negative).
+    pub fn tasks_moved(&self, pending: i64, running: i64) {
+        self.tasks_pending.add(pending);
+        self.tasks_running.add(running);
+        self.update_saturation();
+    }
+
+    /// Nothing is queued any more (what a lost executor did not send is queued again on reassignment).
+    pub fn pending_cleared(&self) {
+        self.tasks_pending.set(0);
+        self.update_saturation();
     }
 
     pub fn phase(&self, phase: &str, seconds: f64) {
