@@ -15,7 +15,7 @@ use arrow_flight::{
 };
 use canopy_proto::v1::{self, executor_server::Executor};
 use canopy_proto::{PROTOCOL_VERSION, edges_from_wire, tree_from_wire};
-use canopy_tree::{NodeId, SplitDecision};
+use canopy_tree::{ConfusionMatrix, NodeId, SplitDecision};
 use futures::stream::{self, BoxStream};
 use futures::{StreamExt, TryStreamExt};
 use prost::Message;
@@ -88,12 +88,26 @@ impl ExecutorService {
         Ok(out)
     }
 
-    fn count_sent(&self, job_id: &str, bytes: usize) {
-        self.inner.metrics.sent_bytes.inc_by(bytes as u64);
-        if let Ok(mut guard) = self.inner.job.lock()
-            && let Some(job) = guard.as_mut().filter(|j| j.id == job_id) {
-                job.stats.bytes_sent += bytes as u64;
-            }
+    /// [`Self::with_job`] for tasks that answer with a message: its encoded size counts as bytes
+    /// sent, in the job's stats and the metrics, while the job is at hand.
+    async fn answer<M: Message + Send + 'static>(
+        &self,
+        job_id: String,
+        task_kind: &'static str,
+        phase: &'static str,
+        work: impl FnOnce(&mut Job) -> Result<M, ExecutorError> + Send + 'static,
+    ) -> Result<Response<M>, Status> {
+        let sent_bytes = self.inner.metrics.sent_bytes.clone();
+        let response = self
+            .with_job(job_id, task_kind, phase, move |job| {
+                let response = work(job)?;
+                let bytes = response.encoded_len() as u64;
+                job.stats.bytes_sent += bytes;
+                sent_bytes.inc_by(bytes);
+                Ok(response)
+            })
+            .await?;
+        Ok(Response::new(response))
     }
 }
 
@@ -161,30 +175,23 @@ impl Executor for ExecutorService {
         if !self.inner.faults.task_delay.is_zero() {
             tokio::time::sleep(self.inner.faults.task_delay).await;
         }
-        let job_id = r.job_id.clone();
-        let nodes: Vec<NodeId> = r.nodes.iter().copied().map(NodeId).collect();
-        let histograms = self
-            .with_job(r.job_id, "histograms", "histogram", move |job| Ok(tasks::build_histograms(job, &nodes)))
-            .await?;
-        let response = v1::BuildHistogramsResponse {
-            histograms: r.nodes.iter().zip(histograms).map(|(&node, h)| v1::NodeHistogram { node, counts: h.counts }).collect(),
-        };
-        self.count_sent(&job_id, response.encoded_len());
-        Ok(Response::new(response))
+        self.answer(r.job_id, "histograms", "histogram", move |job| {
+            let nodes: Vec<NodeId> = r.nodes.iter().copied().map(NodeId).collect();
+            let histograms = tasks::build_histograms(job, &nodes);
+            Ok(v1::BuildHistogramsResponse {
+                histograms: r.nodes.iter().zip(histograms).map(|(&node, h)| v1::NodeHistogram { node, counts: h.counts }).collect(),
+            })
+        })
+        .await
     }
 
     async fn evaluate(&self, request: Request<v1::EvaluateRequest>) -> Result<Response<v1::EvaluateResponse>, Status> {
         let r = request.into_inner();
-        let job_id = r.job_id.clone();
-        let cm = self
-            .with_job(r.job_id, "evaluate", "evaluate", move |job| {
-                let tree = tree_from_wire(&r.nodes, job.edges.num_features(), job.num_classes)?;
-                Ok(tasks::evaluate(job, &tree))
-            })
-            .await?;
-        let response = v1::EvaluateResponse { num_classes: cm.num_classes as u32, confusion: cm.counts };
-        self.count_sent(&job_id, response.encoded_len());
-        Ok(Response::new(response))
+        self.answer(r.job_id, "evaluate", "evaluate", move |job| {
+            let tree = tree_from_wire(&r.nodes, job.edges.num_features(), job.num_classes)?;
+            Ok(confusion_response(tasks::evaluate(job, &tree)))
+        })
+        .await
     }
 
     async fn train_local_tree(
@@ -192,17 +199,17 @@ impl Executor for ExecutorService {
         request: Request<v1::TrainLocalTreeRequest>,
     ) -> Result<Response<v1::TrainLocalTreeResponse>, Status> {
         let r = request.into_inner();
-        let job_id = r.job_id.clone();
         let params = LocalTreeParams {
             max_depth: r.max_depth as usize,
             min_instances_per_node: usize::try_from(r.min_instances_per_node).unwrap_or(usize::MAX),
             min_info_gain: r.min_info_gain,
             entropy: r.impurity == "entropy",
         };
-        let (tree_json, rows) = self.with_job(r.job_id, "train_local_tree", "train_local", move |job| tasks::train_local_tree(job, &params)).await?;
-        let response = v1::TrainLocalTreeResponse { tree_json, rows };
-        self.count_sent(&job_id, response.encoded_len());
-        Ok(Response::new(response))
+        self.answer(r.job_id, "train_local_tree", "train_local", move |job| {
+            let (tree_json, rows) = tasks::train_local_tree(job, &params)?;
+            Ok(v1::TrainLocalTreeResponse { tree_json, rows })
+        })
+        .await
     }
 
     async fn evaluate_ensemble(
@@ -210,11 +217,8 @@ impl Executor for ExecutorService {
         request: Request<v1::EvaluateEnsembleRequest>,
     ) -> Result<Response<v1::EvaluateResponse>, Status> {
         let r = request.into_inner();
-        let job_id = r.job_id.clone();
-        let cm = self.with_job(r.job_id, "evaluate_ensemble", "evaluate", move |job| tasks::evaluate_ensemble(job, &r.trees_json)).await?;
-        let response = v1::EvaluateResponse { num_classes: cm.num_classes as u32, confusion: cm.counts };
-        self.count_sent(&job_id, response.encoded_len());
-        Ok(Response::new(response))
+        self.answer(r.job_id, "evaluate_ensemble", "evaluate", move |job| Ok(confusion_response(tasks::evaluate_ensemble(job, &r.trees_json)?)))
+            .await
     }
 
     async fn heartbeat(&self, _request: Request<v1::HeartbeatRequest>) -> Result<Response<v1::HeartbeatResponse>, Status> {
@@ -246,6 +250,10 @@ impl Executor for ExecutorService {
         info!(tasks = stats.tasks, "job ended");
         Ok(Response::new(stats))
     }
+}
+
+fn confusion_response(cm: ConfusionMatrix) -> v1::EvaluateResponse {
+    v1::EvaluateResponse { num_classes: cm.num_classes as u32, confusion: cm.counts }
 }
 
 /// Arrow Flight: only DoPut is served, to receive partitions.
