@@ -9,7 +9,7 @@ pub const FEATURE_BINS: [u8; 9] = [23, 32, 31, 7, 32, 16, 3, 32, 32];
 pub struct Rng(pub u64);
 
 impl Rng {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -32,8 +32,8 @@ pub fn edges() -> BinEdges {
 /// Raw values (integers, so each falls in a known bin) and labels for `rows` rows.
 pub fn raw(rows: usize, seed: u64) -> (Vec<Vec<f64>>, Vec<u8>) {
     let mut rng = Rng(seed);
-    let columns = FEATURE_BINS.iter().map(|&b| (0..rows).map(|_| (rng.next() % u64::from(b)) as f64).collect()).collect();
-    let labels = (0..rows).map(|_| (rng.next() % 4) as u8).collect();
+    let columns = FEATURE_BINS.iter().map(|&b| (0..rows).map(|_| (rng.next_u64() % u64::from(b)) as f64).collect()).collect();
+    let labels = (0..rows).map(|_| (rng.next_u64() % 4) as u8).collect();
     (columns, labels)
 }
 

@@ -169,7 +169,7 @@ impl DriverMetrics {
         for e in &r.executor_stats {
             let labels = [executors.as_str(), e.executor_id.as_str()];
             self.run_executor_tasks.with_label_values(&labels).set(i64::try_from(e.tasks).unwrap_or(i64::MAX));
-            self.run_executor_busy.with_label_values(&labels).set(e.busy_seconds.values().fold(0.0, |a, b| a + b));
+            self.run_executor_busy.with_label_values(&labels).set(e.busy_seconds_total());
             self.run_executor_peak_heap.with_label_values(&labels).set(i64::try_from(e.peak_heap_bytes).unwrap_or(i64::MAX));
         }
     }

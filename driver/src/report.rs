@@ -57,11 +57,6 @@ pub struct Report {
     pub runs: Vec<RunReport>,
 }
 
-/// Seconds an executor was busy, all phases.
-fn busy(e: &ExecutorReport) -> f64 {
-    e.busy_seconds.values().fold(0.0, |a, b| a + b)
-}
-
 fn median(mut values: Vec<f64>) -> f64 {
     if values.is_empty() {
         return f64::NAN;
@@ -165,7 +160,7 @@ impl Report {
                 r.retries,
                 r.failures.len(),
                 join(&|e| e.tasks.to_string()),
-                join(&|e| format!("{:.3}", busy(e))),
+                join(&|e| format!("{:.3}", e.busy_seconds_total())),
                 join(&|e| e.peak_heap_bytes.to_string()),
             );
         }
@@ -200,7 +195,7 @@ impl Report {
                 r.speedup,
                 r.efficiency,
                 list(&|e| e.tasks.to_string()),
-                list(&|e| format!("{:.2}", busy(e))),
+                list(&|e| format!("{:.2}", e.busy_seconds_total())),
                 list(&|e| format!("{:.1}", mib(e.peak_heap_bytes))),
                 mib(r.driver_peak_heap_bytes),
             );

@@ -57,6 +57,13 @@ pub struct ExecutorReport {
     pub rows_held: u64,
 }
 
+impl ExecutorReport {
+    /// Seconds the executor was busy, all phases (0, not -0, when it did nothing).
+    pub fn busy_seconds_total(&self) -> f64 {
+        self.busy_seconds.values().fold(0.0, |a, b| a + b)
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct GrowthReport {
     pub histogram_batches: u64,

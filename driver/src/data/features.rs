@@ -195,13 +195,18 @@ fn check_no_nulls(loaded: &Loaded, spec: &FeatureSpec) -> Result<()> {
     Ok(())
 }
 
-/// Values of a categorical column by descending frequency, ties by ascending value (Spark's
-/// StringIndexer order), counted by DataFusion over the loaded rows.
-pub async fn frequency_index(loaded: &Loaded, column_index: usize, column: &str) -> Result<Vec<String>> {
+/// A session with the loaded rows registered as the table `loaded`, for the encoding's counts.
+fn loaded_session(loaded: &Loaded) -> Result<SessionContext> {
     let ctx = SessionContext::new();
     let schema = loaded.batches.first().map(|b| b.schema()).ok_or_else(|| DriverError::Internal("no batches".into()))?;
     let table = MemTable::try_new(schema, vec![loaded.batches.clone()]).map_err(query_error(&loaded.path))?;
     ctx.register_table("loaded", Arc::new(table)).map_err(query_error(&loaded.path))?;
+    Ok(ctx)
+}
+
+/// Values of a loaded column by descending frequency, ties by ascending value (Spark's
+/// StringIndexer order), counted by DataFusion.
+async fn frequency_index(ctx: &SessionContext, loaded: &Loaded, column_index: usize) -> Result<Vec<String>> {
     let name = loaded.batches[0].schema().field(column_index).name().clone();
     let sql = format!(
         "SELECT {c} AS value, COUNT(*) AS n FROM loaded WHERE {c} IS NOT NULL GROUP BY {c} ORDER BY n DESC, value ASC",
@@ -210,7 +215,7 @@ pub async fn frequency_index(loaded: &Loaded, column_index: usize, column: &str)
     let batches = ctx.sql(&sql).await.map_err(query_error(&loaded.path))?.collect().await.map_err(query_error(&loaded.path))?;
     let mut values = Vec::new();
     for batch in batches {
-        let text = cast(batch.column(0), &DataType::Utf8).map_err(|e| DriverError::Internal(format!("{column}: {e}")))?;
+        let text = cast(batch.column(0), &DataType::Utf8).map_err(|e| DriverError::Internal(format!("{name}: {e}")))?;
         let text = text.as_string::<i32>();
         values.extend((0..text.len()).map(|i| text.value(i).to_string()));
     }
@@ -237,13 +242,14 @@ impl Encoding {
     /// Learns the encoding from training data: category frequencies and label classes.
     pub async fn fit(loaded: &Loaded, spec: &FeatureSpec) -> Result<Encoding> {
         let offset = usize::from(loaded.has_label);
+        let ctx = loaded_session(loaded)?;
         let mut string_indexes = BTreeMap::new();
         for (i, column) in spec.categorical.iter().enumerate() {
-            let index = frequency_index(loaded, offset + spec.numeric.len() + i, column).await?;
+            let index = frequency_index(&ctx, loaded, offset + spec.numeric.len() + i).await?;
             string_indexes.insert(column.clone(), index);
         }
         let class_names = if spec.label.buckets.is_empty() {
-            let classes = frequency_index(loaded, 0, &spec.label.column).await?;
+            let classes = frequency_index(&ctx, loaded, 0).await?;
             if classes.len() > MAX_CLASSES {
                 return Err(DriverError::TooManyClasses {
                     path: loaded.path.clone(),

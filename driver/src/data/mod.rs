@@ -37,7 +37,8 @@ pub struct Prepared {
     pub feature_names: Vec<String>,
     pub encoding: Encoding,
     pub edges: BinEdges,
-    /// One batch per partition: the features as Float64 and "label" as UInt8.
+    /// One batch per partition (schema from [`partition_schema`]): UInt8 bins in exact mode,
+    /// Float64 values in ensemble mode, and "label" as UInt8.
     pub train: Vec<RecordBatch>,
     pub test: Vec<RecordBatch>,
     pub rows: RowCounts,
@@ -137,8 +138,11 @@ pub async fn prepare(exp: &ValidExperiment) -> Result<Prepared> {
     })
 }
 
+/// Indexes (into the loaded rows) of the rows of each partition.
+type PartitionRows = Vec<Vec<u32>>;
+
 /// Train/test and partition of every loaded row (by its file row number), as row indexes.
-fn split_rows(row_numbers: &[u64], exp: &ValidExperiment) -> Result<(Vec<Vec<u32>>, Vec<Vec<u32>>)> {
+fn split_rows(row_numbers: &[u64], exp: &ValidExperiment) -> Result<(PartitionRows, PartitionRows)> {
     let parts = exp.split.partitions as usize;
     let mut train_rows: Vec<Vec<u32>> = vec![Vec::new(); parts];
     let mut test_rows: Vec<Vec<u32>> = vec![Vec::new(); parts];
