@@ -10,7 +10,7 @@ use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{BinEdges, ConfusionMatrix, HistogramLayout, NodeHistogram, NodeId, Tree, TreeError};
+use crate::{BinEdges, ConfusionMatrix, FeatureBins, HistogramLayout, NodeHistogram, NodeId, Tree, TreeError};
 
 /// "Rows of `node` with `bin(feature) <= threshold_bin` go to `left`, the others to `right`."
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,38 +65,36 @@ pub struct BinnedPartition {
 
 impl BinnedPartition {
     /// Bins raw columns (one slice per feature, all the same length) with the global edges.
-    pub fn from_columns(
-        columns: &[&[f64]],
-        labels: Vec<u8>,
-        edges: &BinEdges,
-        num_classes: usize,
-    ) -> Result<Self, TreeError> {
-        if columns.len() != edges.num_features() {
-            return Err(TreeError::FeatureCountMismatch { expected: edges.num_features(), found: columns.len() });
-        }
-        let binned = columns
-            .iter()
-            .zip(&edges.features)
-            .map(|(column, feature)| {
-                column
-                    .iter()
-                    .enumerate()
-                    .map(|(row, &value)| {
-                        if value.is_finite() {
-                            Ok(feature.bin_of(value))
-                        } else {
-                            Err(TreeError::NonFiniteValue { feature: feature.name.clone(), row, value })
-                        }
-                    })
-                    .collect::<Result<Vec<u8>, TreeError>>()
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let refs: Vec<&[u8]> = binned.iter().map(Vec::as_slice).collect();
-        Self::from_bin_columns(&refs, &labels, edges, num_classes)
+    pub fn from_columns(columns: &[&[f64]], labels: Vec<u8>, edges: &BinEdges, num_classes: usize) -> Result<Self, TreeError> {
+        Self::pack(columns, &labels, edges, num_classes, |feature, row, value| {
+            if value.is_finite() {
+                Ok(feature.bin_of(value))
+            } else {
+                Err(TreeError::NonFiniteValue { feature: feature.name.clone(), row, value })
+            }
+        })
     }
 
     /// Packs columns binned elsewhere (by the driver), checking every bin against the edges.
     pub fn from_bin_columns(columns: &[&[u8]], labels: &[u8], edges: &BinEdges, num_classes: usize) -> Result<Self, TreeError> {
+        Self::pack(columns, labels, edges, num_classes, |feature, row, bin| {
+            let bins = feature.num_bins();
+            if usize::from(bin) < bins {
+                Ok(bin)
+            } else {
+                Err(TreeError::BinOutOfRange { feature: feature.name.clone(), row, bin, bins })
+            }
+        })
+    }
+
+    /// Checks shapes and labels and packs rows, turning each value into its bin with `to_bin`.
+    fn pack<T: Copy>(
+        columns: &[&[T]],
+        labels: &[u8],
+        edges: &BinEdges,
+        num_classes: usize,
+        to_bin: impl Fn(&FeatureBins, usize, T) -> Result<u8, TreeError>,
+    ) -> Result<Self, TreeError> {
         if columns.len() != edges.num_features() {
             return Err(TreeError::FeatureCountMismatch { expected: edges.num_features(), found: columns.len() });
         }
@@ -112,12 +110,8 @@ impl BinnedPartition {
                     detail: format!("feature '{}' has {} values for {rows} labels", feature.name, column.len()),
                 });
             }
-            let bins = feature.num_bins();
-            for (row, &bin) in column.iter().enumerate() {
-                if usize::from(bin) >= bins {
-                    return Err(TreeError::BinOutOfRange { feature: feature.name.clone(), row, bin, bins });
-                }
-                packed[row * stride + f] = bin;
+            for (row, &value) in column.iter().enumerate() {
+                packed[row * stride + f] = to_bin(feature, row, value)?;
             }
         }
         for (row, &label) in labels.iter().enumerate() {
