@@ -84,7 +84,13 @@ fn histograms(c: &mut Criterion) {
     let mut split = partition(ROWS, 1);
     // Node ids 0; 1,2; 3..6; 7..14 as the grower assigns them.
     let decisions: Vec<canopy_tree::SplitDecision> = (0..7u32)
-        .map(|n| canopy_tree::SplitDecision { node: NodeId(n), feature: n % 9, threshold_bin: 1, left: NodeId(2 * n + 1), right: NodeId(2 * n + 2) })
+        .map(|n| canopy_tree::SplitDecision {
+            node: NodeId(n),
+            feature: n % 9,
+            threshold_bin: 1,
+            left: NodeId(2 * n + 1),
+            right: NodeId(2 * n + 2),
+        })
         .collect();
     split.apply_splits(&decisions).unwrap();
     let level: Vec<NodeId> = (7..15).map(NodeId).collect();

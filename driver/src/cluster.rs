@@ -127,9 +127,8 @@ pub async fn connect(addr: &str, timeout: Duration) -> Result<ExecutorHandle> {
         .await
         .map_err(|_| unreachable(format!("no answer within {} s", timeout.as_secs_f64())))?
         .map_err(|e| unreachable(error_chain(&e)))?;
-    let mut control = ExecutorClient::new(channel.clone())
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let mut control =
+        ExecutorClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES);
     let reply = tokio::time::timeout(timeout, control.handshake(HandshakeRequest { protocol_version: PROTOCOL_VERSION }))
         .await
         .map_err(|_| unreachable("handshake timed out".into()))?

@@ -110,8 +110,8 @@ pub struct Experiment {
 
 impl Experiment {
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| DriverError::ExperimentFile { path: path.to_path_buf(), reason: e.to_string() })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| DriverError::ExperimentFile { path: path.to_path_buf(), reason: e.to_string() })?;
         toml::from_str(&text).map_err(|e| DriverError::ExperimentFile { path: path.to_path_buf(), reason: e.to_string() })
     }
 
@@ -127,10 +127,7 @@ impl Experiment {
             }
         }
         if f.label.buckets.iter().any(|b| !b.is_finite()) || f.label.buckets.windows(2).any(|w| w[0] >= w[1]) {
-            return Err(DriverError::Config(format!(
-                "label buckets must be finite and strictly increasing, got {:?}",
-                f.label.buckets
-            )));
+            return Err(DriverError::Config(format!("label buckets must be finite and strictly increasing, got {:?}", f.label.buckets)));
         }
         if f.label.buckets.len() > 254 {
             return Err(DriverError::Config("at most 254 label buckets (255 classes)".into()));

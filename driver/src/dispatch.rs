@@ -158,7 +158,11 @@ impl Dispatcher {
     }
 
     /// Runs `fut` against executor `i` with the task deadline, giving up if it is declared dead.
-    async fn guarded<T>(&self, i: usize, fut: impl Future<Output = std::result::Result<T, CallError>>) -> std::result::Result<T, CallError> {
+    async fn guarded<T>(
+        &self,
+        i: usize,
+        fut: impl Future<Output = std::result::Result<T, CallError>>,
+    ) -> std::result::Result<T, CallError> {
         let mut dead = self.executors[i].dead.clone();
         tokio::select! {
             r = tokio::time::timeout(self.task_timeout, fut) => {
@@ -286,7 +290,9 @@ impl Dispatcher {
                 match result {
                     Ok(bytes) => self.count_sent(bytes, 0),
                     Err(CallError::Lost(reason)) => lost.push((i, reason)),
-                    Err(CallError::Fatal(reason)) => return Err(DriverError::TaskFailed { executor: self.executors[i].id.clone(), reason }),
+                    Err(CallError::Fatal(reason)) => {
+                        return Err(DriverError::TaskFailed { executor: self.executors[i].id.clone(), reason });
+                    }
                 }
             }
             pending.clear();
@@ -354,7 +360,15 @@ impl Dispatcher {
         self.count_received(bytes_received);
         let merge_seconds = merging.elapsed().as_secs_f64();
         self.traffic.merge_seconds += merge_seconds;
-        self.traffic.rounds.push(Round { kind: "histograms", nodes: nodes.len(), executors, bytes_sent, bytes_received, wait_seconds, merge_seconds });
+        self.traffic.rounds.push(Round {
+            kind: "histograms",
+            nodes: nodes.len(),
+            executors,
+            bytes_sent,
+            bytes_received,
+            wait_seconds,
+            merge_seconds,
+        });
         Ok(merged)
     }
 
@@ -375,7 +389,15 @@ impl Dispatcher {
         self.traffic.split_wait_seconds += wait_seconds;
         let bytes_sent = (request.encoded_len() * answers.len()) as u64;
         self.count_sent(0, bytes_sent);
-        let round = Round { kind: "apply_splits", nodes: decisions.len(), executors: answers.len(), bytes_sent, bytes_received: 0, wait_seconds, merge_seconds: 0.0 };
+        let round = Round {
+            kind: "apply_splits",
+            nodes: decisions.len(),
+            executors: answers.len(),
+            bytes_sent,
+            bytes_received: 0,
+            wait_seconds,
+            merge_seconds: 0.0,
+        };
         self.traffic.rounds.push(round);
         Ok(())
     }

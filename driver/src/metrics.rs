@@ -79,7 +79,10 @@ impl DriverMetrics {
             &["phase"],
         )?;
         r.register(Box::new(phase_seconds.clone()))?;
-        let runs = IntCounterVec::new(Opts::new("canopy_driver_runs_total", "Training runs finished, by mode and outcome."), &["mode", "outcome"])?;
+        let runs = IntCounterVec::new(
+            Opts::new("canopy_driver_runs_total", "Training runs finished, by mode and outcome."),
+            &["mode", "outcome"],
+        )?;
         r.register(Box::new(runs.clone()))?;
         let per_run = ["executors", "mode"];
         let per_executor = ["executors", "executor_id"];
@@ -90,21 +93,64 @@ impl DriverMetrics {
             tasks_running: int_gauge(r, "canopy_driver_tasks_running", "Tasks sent to executors and not yet answered.")?,
             saturation,
             tasks_retried: counter(r, "canopy_driver_tasks_retried_total", "Task steps asked again after an executor was lost.")?,
-            executor_failures: counter(r, "canopy_driver_executor_failures_total", "Executors declared lost (died, unreachable or silent).")?,
+            executor_failures: counter(
+                r,
+                "canopy_driver_executor_failures_total",
+                "Executors declared lost (died, unreachable or silent).",
+            )?,
             nodes_split: counter(r, "canopy_driver_tree_nodes_split_total", "Tree nodes split by the grower.")?,
             bytes_sent: counter(r, "canopy_driver_sent_bytes_total", "Bytes sent to executors: partitions and control messages.")?,
-            bytes_received: counter(r, "canopy_driver_received_bytes_total", "Bytes of executor answers: histograms and confusion matrices.")?,
+            bytes_received: counter(
+                r,
+                "canopy_driver_received_bytes_total",
+                "Bytes of executor answers: histograms and confusion matrices.",
+            )?,
             phase_seconds,
             runs,
             run_info: int_gauge_vec(r, "canopy_driver_run_info", "The run in progress or last finished (value 1).", &["run_id", "mode"])?,
-            run_train_seconds: gauge_vec(r, "canopy_run_train_seconds", "Training time of the last run with this executor count.", &per_run)?,
-            run_total_seconds: gauge_vec(r, "canopy_run_total_seconds", "Total time (connect to metrics) of the last run with this executor count.", &per_run)?,
+            run_train_seconds: gauge_vec(
+                r,
+                "canopy_run_train_seconds",
+                "Training time of the last run with this executor count.",
+                &per_run,
+            )?,
+            run_total_seconds: gauge_vec(
+                r,
+                "canopy_run_total_seconds",
+                "Total time (connect to metrics) of the last run with this executor count.",
+                &per_run,
+            )?,
             run_accuracy: gauge_vec(r, "canopy_run_accuracy", "Test accuracy of the last run with this executor count.", &per_run)?,
-            run_weighted_f1: gauge_vec(r, "canopy_run_weighted_f1", "Test weighted F1 of the last run with this executor count.", &per_run)?,
-            run_driver_peak_heap: int_gauge_vec(r, "canopy_run_driver_peak_heap_bytes", "Driver peak heap of the last run with this executor count.", &per_run)?,
-            run_executor_tasks: int_gauge_vec(r, "canopy_run_executor_tasks", "Tasks each executor completed in the last run with this executor count.", &per_executor)?,
-            run_executor_busy: gauge_vec(r, "canopy_run_executor_busy_seconds", "Busy seconds of each executor in the last run with this executor count.", &per_executor)?,
-            run_executor_peak_heap: int_gauge_vec(r, "canopy_run_executor_peak_heap_bytes", "Peak heap of each executor in the last run with this executor count.", &per_executor)?,
+            run_weighted_f1: gauge_vec(
+                r,
+                "canopy_run_weighted_f1",
+                "Test weighted F1 of the last run with this executor count.",
+                &per_run,
+            )?,
+            run_driver_peak_heap: int_gauge_vec(
+                r,
+                "canopy_run_driver_peak_heap_bytes",
+                "Driver peak heap of the last run with this executor count.",
+                &per_run,
+            )?,
+            run_executor_tasks: int_gauge_vec(
+                r,
+                "canopy_run_executor_tasks",
+                "Tasks each executor completed in the last run with this executor count.",
+                &per_executor,
+            )?,
+            run_executor_busy: gauge_vec(
+                r,
+                "canopy_run_executor_busy_seconds",
+                "Busy seconds of each executor in the last run with this executor count.",
+                &per_executor,
+            )?,
+            run_executor_peak_heap: int_gauge_vec(
+                r,
+                "canopy_run_executor_peak_heap_bytes",
+                "Peak heap of each executor in the last run with this executor count.",
+                &per_executor,
+            )?,
         })
     }
 

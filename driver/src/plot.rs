@@ -75,14 +75,35 @@ pub fn runs_svg(points: &[RunPoint], source: &str) -> Result<String> {
         let col = |f: fn(&RunPoint) -> f64| points.iter().map(f).collect::<Vec<f64>>();
         let top = |values: &[f64]| values.iter().copied().filter(|v| v.is_finite()).fold(1e-3, f64::max) * 1.15;
         let (train, total) = (col(|p| p.train_seconds), col(|p| p.total_seconds));
-        panel(&panels[0], &format!("Time vs executors ({source})"), "seconds", &xs, &[("train", BLUE, train.clone()), ("total", RED, total.clone())], 0.0..top(&[train, total].concat()))?;
+        panel(
+            &panels[0],
+            &format!("Time vs executors ({source})"),
+            "seconds",
+            &xs,
+            &[("train", BLUE, train.clone()), ("total", RED, total.clone())],
+            0.0..top(&[train, total].concat()),
+        )?;
         let base = xs.first().copied().unwrap_or(1.0);
         let ideal: Vec<f64> = xs.iter().map(|x| x / base).collect();
         let speedup = col(|p| p.speedup);
-        panel(&panels[1], "Training speedup", "speedup", &xs, &[("ideal", RGBColor(150, 150, 150), ideal.clone()), ("measured", GREEN, speedup.clone())], 0.0..top(&[ideal, speedup].concat()))?;
+        panel(
+            &panels[1],
+            "Training speedup",
+            "speedup",
+            &xs,
+            &[("ideal", RGBColor(150, 150, 150), ideal.clone()), ("measured", GREEN, speedup.clone())],
+            0.0..top(&[ideal, speedup].concat()),
+        )?;
         let (accuracy, f1) = (col(|p| p.accuracy), col(|p| p.weighted_f1));
         let low = accuracy.iter().chain(&f1).copied().filter(|v| v.is_finite()).fold(1.0, f64::min);
-        panel(&panels[2], "Accuracy and weighted F1", "score", &xs, &[("accuracy", BLUE, accuracy), ("weighted F1", MAGENTA, f1)], (low - 0.02).max(0.0)..1.0_f64.min(low + 0.1))?;
+        panel(
+            &panels[2],
+            "Accuracy and weighted F1",
+            "score",
+            &xs,
+            &[("accuracy", BLUE, accuracy), ("weighted F1", MAGENTA, f1)],
+            (low - 0.02).max(0.0)..1.0_f64.min(low + 0.1),
+        )?;
         root.present().map_err(|e| plot_err(&e))?;
     }
     Ok(svg)

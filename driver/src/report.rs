@@ -68,7 +68,11 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 /// File name of a run's model inside the output directory.
 pub fn model_file_name(executors: usize, repetition: u32) -> String {
-    if executors == 0 { format!("models/model-in-process-r{repetition}.json") } else { format!("models/model-e{executors}-r{repetition}.json") }
+    if executors == 0 {
+        format!("models/model-in-process-r{repetition}.json")
+    } else {
+        format!("models/model-e{executors}-r{repetition}.json")
+    }
 }
 
 impl Report {
@@ -81,7 +85,9 @@ impl Report {
         let models_identical = runs.iter().all(|(_, r)| r.model_sha256 == first_sha);
         let note = match mode {
             Mode::Exact => "exact mode: the model must be byte-identical for every executor count (see models_identical)".into(),
-            Mode::Ensemble => "ensemble mode: one linfa tree per executor shard, majority vote; accuracy changes with the executor count by design".into(),
+            Mode::Ensemble => {
+                "ensemble mode: one linfa tree per executor shard, majority vote; accuracy changes with the executor count by design".into()
+            }
         };
         let runs = runs
             .iter()
@@ -174,8 +180,20 @@ impl Report {
         let _ = writeln!(
             out,
             "{:>9} {:>3} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>7} {:>6}  {:<16} {:<22} {:<22} {:>9}",
-            "executors", "rep", "train_s", "total_s", "accuracy", "w_precis", "w_recall", "w_f1", "speedup", "effic",
-            "tasks/executor", "busy_s/executor", "peak_heap_MiB/executor", "driver_MiB"
+            "executors",
+            "rep",
+            "train_s",
+            "total_s",
+            "accuracy",
+            "w_precis",
+            "w_recall",
+            "w_f1",
+            "speedup",
+            "effic",
+            "tasks/executor",
+            "busy_s/executor",
+            "peak_heap_MiB/executor",
+            "driver_MiB"
         );
         for r in &self.runs {
             let list = |f: &dyn Fn(&ExecutorReport) -> String| {

@@ -103,7 +103,11 @@ fn zero_executors() {
     let out = tmp.path().join("out");
     let output = driver(&["scale", "--executors", "0,2", "--quiet", "--out", out.to_str().unwrap()]);
     assert!(!output.status.success());
-    assert!(stderr(&output).contains("error: invalid configuration: executor counts must be at least 1, got [0, 2]"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("error: invalid configuration: executor counts must be at least 1, got [0, 2]"),
+        "{}",
+        stderr(&output)
+    );
     assert!(!out.exists());
 }
 

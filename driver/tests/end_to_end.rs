@@ -7,8 +7,7 @@ mod common;
 use common::*;
 
 /// Test-split confusion matrix of the depth-5 reference tree on the embedded data, seed 42.
-const EXPECTED_CONFUSION: [[u64; 4]; 4] =
-    [[9885, 7072, 1107, 1], [6507, 9958, 3098, 16], [3797, 5599, 7253, 643], [408, 531, 2255, 7410]];
+const EXPECTED_CONFUSION: [[u64; 4]; 4] = [[9885, 7072, 1107, 1], [6507, 9958, 3098, 16], [3797, 5599, 7253, 643], [408, 531, 2255, 7410]];
 
 fn model_bytes(dir: &std::path::Path, name: &str) -> Vec<u8> {
     std::fs::read(dir.join("models").join(name)).unwrap()
@@ -87,7 +86,10 @@ fn reference_jsonl_bz2_gz_and_csv_give_the_same_model() {
         assert_ok(&driver(&["train", "--executors", "2", "--quiet", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap()]));
         let r = report(&out);
         assert_eq!(r["rows"]["read"], 3000, "{name}");
-        assert_eq!(r["runs"][0]["confusion_matrix"], serde_json::json!([[35, 39, 37, 0], [25, 58, 118, 0], [11, 26, 190, 3], [0, 1, 27, 58]]));
+        assert_eq!(
+            r["runs"][0]["confusion_matrix"],
+            serde_json::json!([[35, 39, 37, 0], [25, 58, 118, 0], [11, 26, 190, 3], [0, 1, 27, 58]])
+        );
         models.push(model_bytes(&out, "model-e2-r1.json"));
     }
     assert!(models.windows(2).all(|w| w[0] == w[1]), "formats disagree");
@@ -101,7 +103,16 @@ fn predict_scores_a_file_with_the_saved_model() {
     let model = train.join("models/model-in-process-r1.json");
     let scored = tmp.path().join("scored.csv");
     let data = fixture("flights-jan.jsonl.bz2");
-    let out = driver(&["predict", "--quiet", "--model", model.to_str().unwrap(), "--data", data.to_str().unwrap(), "--out", scored.to_str().unwrap()]);
+    let out = driver(&[
+        "predict",
+        "--quiet",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        scored.to_str().unwrap(),
+    ]);
     assert_ok(&out);
     let printed = stdout(&out);
     assert!(printed.contains("scored 3000 rows"), "{printed}");
@@ -118,7 +129,18 @@ fn predict_scores_a_file_with_the_saved_model() {
 fn ensemble_mode_votes_and_says_its_accuracy_moves() {
     let tmp = tempfile::tempdir().unwrap();
     let data = fixture("flights-jan.csv");
-    let out = driver(&["scale", "--mode", "ensemble", "--executors", "1,2", "--quiet", "--data", data.to_str().unwrap(), "--out", tmp.path().to_str().unwrap()]);
+    let out = driver(&[
+        "scale",
+        "--mode",
+        "ensemble",
+        "--executors",
+        "1,2",
+        "--quiet",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        tmp.path().to_str().unwrap(),
+    ]);
     assert_ok(&out);
     let r = report(tmp.path());
     assert_eq!(r["mode"], "ensemble");
@@ -129,8 +151,7 @@ fn ensemble_mode_votes_and_says_its_accuracy_moves() {
         let cm: Vec<Vec<u64>> = serde_json::from_value(run["confusion_matrix"].clone()).unwrap();
         assert_eq!(cm.iter().flatten().sum::<u64>(), 628, "every test row scored once");
     }
-    let model: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(tmp.path().join("models/model-e2-r1.json")).unwrap()).unwrap();
+    let model: serde_json::Value = serde_json::from_slice(&std::fs::read(tmp.path().join("models/model-e2-r1.json")).unwrap()).unwrap();
     assert_eq!(model["ensemble"].as_array().unwrap().len(), 2, "one linfa tree per executor");
 }
 

@@ -58,8 +58,17 @@ fn silent_executor_is_declared_dead_by_heartbeat() {
     let out = tmp.path().join("run");
     let addrs = addrs(&executors);
     let args = [
-        "train", "--executors", "2", "--executor-addrs", &addrs, "--out", out.to_str().unwrap(),
-        "--heartbeat-interval-seconds", "0.2", "--heartbeat-timeout-seconds", "1",
+        "train",
+        "--executors",
+        "2",
+        "--executor-addrs",
+        &addrs,
+        "--out",
+        out.to_str().unwrap(),
+        "--heartbeat-interval-seconds",
+        "0.2",
+        "--heartbeat-timeout-seconds",
+        "1",
     ];
     let (status, log) = driver_with_trigger(&args, |line| {
         if line.contains("tree level done") && line.contains("depth=0") {

@@ -88,7 +88,10 @@ fn dashboards_query_real_prometheus_during_a_sweep() {
     let rules = repo().join("dashboards/prometheus/rules/canopy.rules.yml");
     let config = shipped
         .replace("127.0.0.1:9100", &format!("127.0.0.1:{driver_port}"))
-        .replace(r#""127.0.0.1:9101", "127.0.0.1:9102", "127.0.0.1:9103", "127.0.0.1:9104""#, &format!(r#""127.0.0.1:{}", "127.0.0.1:{}""#, exec_ports[0], exec_ports[1]))
+        .replace(
+            r#""127.0.0.1:9101", "127.0.0.1:9102", "127.0.0.1:9103", "127.0.0.1:9104""#,
+            &format!(r#""127.0.0.1:{}", "127.0.0.1:{}""#, exec_ports[0], exec_ports[1]),
+        )
         .replace("127.0.0.1:9091", &pushgateway)
         .replace("rules/canopy.rules.yml", rules.to_str().unwrap());
     let config_path = tmp.path().join("prometheus.yml");
@@ -129,8 +132,22 @@ fn dashboards_query_real_prometheus_during_a_sweep() {
     let driver_metrics = format!("127.0.0.1:{driver_port}");
     let push_url = format!("http://{pushgateway}");
     let mut sweep = driver_command(&[
-        "scale", "--executors", "1,2", "--repeat", "2", "--quiet", "--executor-addrs", &addrs, "--out", out.to_str().unwrap(),
-        "--metrics-listen", &driver_metrics, "--linger-seconds", "4", "--pushgateway", &push_url,
+        "scale",
+        "--executors",
+        "1,2",
+        "--repeat",
+        "2",
+        "--quiet",
+        "--executor-addrs",
+        &addrs,
+        "--out",
+        out.to_str().unwrap(),
+        "--metrics-listen",
+        &driver_metrics,
+        "--linger-seconds",
+        "4",
+        "--pushgateway",
+        &push_url,
     ])
     .stdout(Stdio::null())
     .spawn()

@@ -54,10 +54,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr().context("listener has no local address")?;
     let executor_id = args.executor_id.unwrap_or_else(|| format!("executor-{}", addr.port()));
-    let faults = FaultInjection {
-        task_delay: Duration::from_millis(args.inject_task_delay_ms),
-        protocol_version: args.inject_protocol_version,
-    };
+    let faults =
+        FaultInjection { task_delay: Duration::from_millis(args.inject_task_delay_ms), protocol_version: args.inject_protocol_version };
     // Metrics first, so the handshake can announce where they are.
     let registry = canopy_runtime::metrics::registry(&[("component", "executor"), ("executor_id", &executor_id)])
         .context("cannot create the metrics registry")?;

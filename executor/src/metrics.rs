@@ -4,8 +4,7 @@
 use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// The task kinds an executor runs (the `task_kind` label).
-pub const TASK_KINDS: [&str; 6] =
-    ["load_partition", "apply_splits", "histograms", "evaluate", "train_local_tree", "evaluate_ensemble"];
+pub const TASK_KINDS: [&str; 6] = ["load_partition", "apply_splits", "histograms", "evaluate", "train_local_tree", "evaluate_ensemble"];
 
 #[derive(Clone)]
 pub struct ExecutorMetrics {
@@ -32,7 +31,10 @@ impl ExecutorMetrics {
         let rows_held = IntGauge::with_opts(Opts::new("canopy_executor_rows_held", "Rows (train and test) held for the current job."))?;
         let received_bytes =
             IntCounter::with_opts(Opts::new("canopy_executor_received_bytes_total", "Arrow Flight payload bytes of partitions received."))?;
-        let sent_bytes = IntCounter::with_opts(Opts::new("canopy_executor_sent_bytes_total", "Bytes of task answers sent (histograms, matrices, trees)."))?;
+        let sent_bytes = IntCounter::with_opts(Opts::new(
+            "canopy_executor_sent_bytes_total",
+            "Bytes of task answers sent (histograms, matrices, trees).",
+        ))?;
         let running = IntGauge::with_opts(Opts::new("canopy_executor_tasks_running", "Tasks executing now."))?;
         let jobs = IntCounter::with_opts(Opts::new("canopy_executor_jobs_started_total", "Jobs started on this executor."))?;
         // Every kind and outcome exists from the start (at 0), so dashboards and alerts see

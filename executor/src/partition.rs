@@ -59,10 +59,8 @@ pub fn decode_partition(
             all.extend_from_slice(typed::<Float64Array>(column(batch, name)?, name, "Float64")?.values());
         }
     }
-    let raw = keep_raw.then(|| RawRows {
-        values: (0..labels.len()).flat_map(|r| columns.iter().map(move |c| c[r])).collect(),
-        labels: labels.clone(),
-    });
+    let raw = keep_raw
+        .then(|| RawRows { values: (0..labels.len()).flat_map(|r| columns.iter().map(move |c| c[r])).collect(), labels: labels.clone() });
     let refs: Vec<&[f64]> = columns.iter().map(Vec::as_slice).collect();
     Ok((BinnedPartition::from_columns(&refs, labels, edges, num_classes)?, raw))
 }

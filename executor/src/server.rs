@@ -141,7 +141,9 @@ impl Executor for ExecutorService {
             return Err(ExecutorError::InvalidRequest(format!("num_classes must be 2..=255, got {}", r.num_classes)).into());
         }
         // Bins are bytes: at most 255 thresholds (256 bins) per feature, in increasing order.
-        if let Some(f) = r.features.iter().find(|f| f.thresholds.len() > 255 || f.thresholds.windows(2).any(|w| w[0].total_cmp(&w[1]).is_ge())) {
+        if let Some(f) =
+            r.features.iter().find(|f| f.thresholds.len() > 255 || f.thresholds.windows(2).any(|w| w[0].total_cmp(&w[1]).is_ge()))
+        {
             return Err(ExecutorError::InvalidRequest(format!(
                 "feature '{}' needs at most 255 increasing thresholds, got {}",
                 f.name,
@@ -194,10 +196,7 @@ impl Executor for ExecutorService {
         .await
     }
 
-    async fn train_local_tree(
-        &self,
-        request: Request<v1::TrainLocalTreeRequest>,
-    ) -> Result<Response<v1::TrainLocalTreeResponse>, Status> {
+    async fn train_local_tree(&self, request: Request<v1::TrainLocalTreeRequest>) -> Result<Response<v1::TrainLocalTreeResponse>, Status> {
         let r = request.into_inner();
         let params = LocalTreeParams {
             max_depth: r.max_depth as usize,
@@ -212,13 +211,12 @@ impl Executor for ExecutorService {
         .await
     }
 
-    async fn evaluate_ensemble(
-        &self,
-        request: Request<v1::EvaluateEnsembleRequest>,
-    ) -> Result<Response<v1::EvaluateResponse>, Status> {
+    async fn evaluate_ensemble(&self, request: Request<v1::EvaluateEnsembleRequest>) -> Result<Response<v1::EvaluateResponse>, Status> {
         let r = request.into_inner();
-        self.answer(r.job_id, "evaluate_ensemble", "evaluate", move |job| Ok(confusion_response(tasks::evaluate_ensemble(job, &r.trees_json)?)))
-            .await
+        self.answer(r.job_id, "evaluate_ensemble", "evaluate", move |job| {
+            Ok(confusion_response(tasks::evaluate_ensemble(job, &r.trees_json)?))
+        })
+        .await
     }
 
     async fn heartbeat(&self, _request: Request<v1::HeartbeatRequest>) -> Result<Response<v1::HeartbeatResponse>, Status> {

@@ -53,7 +53,10 @@ async fn handshake_accepts_our_version_and_refuses_others() {
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
     assert_eq!(
         refused.message(),
-        format!("protocol version mismatch: this executor speaks canopy.v1 protocol {}, the driver speaks 7", canopy_proto::PROTOCOL_VERSION)
+        format!(
+            "protocol version mismatch: this executor speaks canopy.v1 protocol {}, the driver speaks 7",
+            canopy_proto::PROTOCOL_VERSION
+        )
     );
 }
 
@@ -72,7 +75,10 @@ async fn tasks_without_a_job_or_for_another_job_are_refused() {
         .begin_job(BeginJobRequest { job_id: "c".into(), features: too_many, num_classes: 2, mode: v1::JobMode::Exact as i32 })
         .await
         .unwrap_err();
-    assert_eq!((err.code(), err.message()), (tonic::Code::InvalidArgument, "invalid request: feature 'x' needs at most 255 increasing thresholds, got 300"));
+    assert_eq!(
+        (err.code(), err.message()),
+        (tonic::Code::InvalidArgument, "invalid request: feature 'x' needs at most 255 increasing thresholds, got 300")
+    );
 }
 
 #[tokio::test]
@@ -93,11 +99,9 @@ async fn partitions_arrive_over_flight_and_bad_ones_are_named() {
         }
     };
     let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Float64, false), Field::new("label", DataType::UInt8, false)]));
-    let good = RecordBatch::try_new(
-        schema,
-        vec![Arc::new(Float64Array::from(vec![0.0, 1.0, 1.0])), Arc::new(UInt8Array::from(vec![0, 1, 1]))],
-    )
-    .unwrap();
+    let good =
+        RecordBatch::try_new(schema, vec![Arc::new(Float64Array::from(vec![0.0, 1.0, 1.0])), Arc::new(UInt8Array::from(vec![0, 1, 1]))])
+            .unwrap();
     put(good).await.unwrap();
     let hist = c.build_histograms(BuildHistogramsRequest { job_id: "a".into(), nodes: vec![0] }).await.unwrap().into_inner();
     // [bin][class]: bin 0 holds one row of class 0, bin 1 two rows of class 1.

@@ -57,17 +57,11 @@ impl TryFrom<&v1::SplitDecision> for SplitDecision {
 }
 
 pub fn edges_to_wire(edges: &BinEdges) -> Vec<v1::FeatureBins> {
-    edges
-        .features
-        .iter()
-        .map(|f| v1::FeatureBins { name: f.name.clone(), thresholds: f.thresholds.clone() })
-        .collect()
+    edges.features.iter().map(|f| v1::FeatureBins { name: f.name.clone(), thresholds: f.thresholds.clone() }).collect()
 }
 
 pub fn edges_from_wire(features: &[v1::FeatureBins]) -> BinEdges {
-    BinEdges {
-        features: features.iter().map(|f| FeatureBins { name: f.name.clone(), thresholds: f.thresholds.clone() }).collect(),
-    }
+    BinEdges { features: features.iter().map(|f| FeatureBins { name: f.name.clone(), thresholds: f.thresholds.clone() }).collect() }
 }
 
 /// The routing part of a tree: what an executor needs to predict binned rows.
@@ -126,10 +120,7 @@ mod tests {
     #[test]
     fn out_of_range_bins_are_refused() {
         let wire = v1::SplitDecision { node: 0, feature: 0, threshold_bin: 300, left: 1, right: 2 };
-        assert_eq!(
-            SplitDecision::try_from(&wire),
-            Err(WireError::OutOfRange { field: "threshold_bin", value: 300, target: "u8" })
-        );
+        assert_eq!(SplitDecision::try_from(&wire), Err(WireError::OutOfRange { field: "threshold_bin", value: 300, target: "u8" }));
     }
 
     #[test]

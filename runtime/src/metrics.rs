@@ -16,8 +16,7 @@ use prometheus::{Counter, Encoder, IntCounter, IntGauge, Opts, Registry, TextEnc
 use tokio::net::TcpListener;
 
 /// Histogram buckets for durations, from 100 µs to 20 minutes, in readable steps.
-pub const SECONDS_BUCKETS: &[f64] =
-    &[0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1200.0];
+pub const SECONDS_BUCKETS: &[f64] = &[0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1200.0];
 
 /// A registry whose every series carries `labels` (e.g. component="executor",
 /// executor_id="executor-1"), with the heap and process collectors registered.
@@ -63,7 +62,10 @@ impl HeapMetrics {
         registry.register(Box::new(live.clone()))?;
         registry.register(Box::new(peak.clone()))?;
         registry.register(Box::new(allocated.clone()))?;
-        let cpu = Counter::with_opts(Opts::new("canopy_process_cpu_seconds_total", "User and system CPU seconds of this process, at clock-tick resolution."))?;
+        let cpu = Counter::with_opts(Opts::new(
+            "canopy_process_cpu_seconds_total",
+            "User and system CPU seconds of this process, at clock-tick resolution.",
+        ))?;
         registry.register(Box::new(cpu.clone()))?;
         Ok(HeapMetrics { live, peak, allocated, cpu })
     }

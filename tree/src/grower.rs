@@ -18,9 +18,9 @@
 //! whatever the number of executors or partitions, and whatever order their answers arrive in.
 
 use crate::bins::BinEdges;
+use crate::model::Split;
 use crate::split::best_split;
 use crate::{HistogramLayout, Node, NodeHistogram, NodeId, SplitDecision, Tree, TreeError, ValidTreeParams};
-use crate::model::Split;
 
 /// Where histograms come from: partitions in this process, or executors over the network.
 pub trait StatsSource {
@@ -63,8 +63,7 @@ pub fn grow_tree<S: StatsSource>(
         return Err(TreeError::EmptyTrainingSet.into());
     }
     let mut nodes = vec![Node::new(NodeId::ROOT, 0, root_counts.clone(), params.impurity.of(&root_counts, root_counts.iter().sum()))];
-    let mut open: Vec<(NodeId, NodeHistogram)> =
-        if may_split(&nodes[0], params) { vec![(NodeId::ROOT, root_hist)] } else { Vec::new() };
+    let mut open: Vec<(NodeId, NodeHistogram)> = if may_split(&nodes[0], params) { vec![(NodeId::ROOT, root_hist)] } else { Vec::new() };
     let mut log_len = 0usize;
 
     while !open.is_empty() {

@@ -134,9 +134,8 @@ mod tests {
     fn same_tree_for_any_partitioning_and_equal_to_naive_builder() {
         for (seed, impurity, min_inst) in [(1, Impurity::Gini, 1), (2, Impurity::Entropy, 1), (3, Impurity::Gini, 25)] {
             let d = data(3000, seed);
-            let params = TreeParams { max_depth: 6, impurity, min_instances_per_node: min_inst, ..TreeParams::default() }
-                .check()
-                .expect("valid");
+            let params =
+                TreeParams { max_depth: 6, impurity, min_instances_per_node: min_inst, ..TreeParams::default() }.check().expect("valid");
             let one = train(&d, 1, &params);
             for parts in [2, 3, 4, 7] {
                 assert_eq!(train(&d, parts, &params), one, "seed {seed}, {parts} partitions");

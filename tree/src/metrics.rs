@@ -62,9 +62,7 @@ impl ClassificationMetrics {
                 if p + r == 0.0 { 0.0 } else { 2.0 * p * r / (p + r) }
             })
             .collect();
-        let weighted = |per_class: &[f64]| -> f64 {
-            (0..k).map(|c| per_class[c] * ratio(support[c], total)).sum()
-        };
+        let weighted = |per_class: &[f64]| -> f64 { (0..k).map(|c| per_class[c] * ratio(support[c], total)).sum() };
         ClassificationMetrics {
             accuracy: ratio((0..k).map(|c| cm.get(c, c)).sum(), total),
             weighted_precision: weighted(&precision),

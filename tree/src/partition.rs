@@ -79,11 +79,7 @@ impl BinnedPartition {
     pub fn from_bin_columns(columns: &[&[u8]], labels: &[u8], edges: &BinEdges, num_classes: usize) -> Result<Self, TreeError> {
         Self::pack(columns, labels, edges, num_classes, |feature, row, bin| {
             let bins = feature.num_bins();
-            if usize::from(bin) < bins {
-                Ok(bin)
-            } else {
-                Err(TreeError::BinOutOfRange { feature: feature.name.clone(), row, bin, bins })
-            }
+            if usize::from(bin) < bins { Ok(bin) } else { Err(TreeError::BinOutOfRange { feature: feature.name.clone(), row, bin, bins }) }
         })
     }
 

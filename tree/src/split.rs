@@ -103,15 +103,12 @@ mod tests {
         let mut rng = Lcg(42);
         for case in 0..200 {
             let (rows, features, classes) = (1 + rng.next(60) as usize, 1 + rng.next(4) as usize, 2 + rng.next(3) as usize);
-            let columns: Vec<Vec<f64>> =
-                (0..features).map(|_| (0..rows).map(|_| rng.next(12) as f64 - 3.0).collect()).collect();
+            let columns: Vec<Vec<f64>> = (0..features).map(|_| (0..rows).map(|_| rng.next(12) as f64 - 3.0).collect()).collect();
             let labels: Vec<u8> = (0..rows).map(|_| rng.next(classes as u64) as u8).collect();
             let max_bins = 2 + rng.next(10) as u32;
             let edges = edges_of(&columns, max_bins);
             let impurity = if case % 2 == 0 { Impurity::Gini } else { Impurity::Entropy };
-            let params = TreeParams { impurity, min_instances_per_node: 1 + rng.next(3), ..TreeParams::default() }
-                .check()
-                .expect("valid");
+            let params = TreeParams { impurity, min_instances_per_node: 1 + rng.next(3), ..TreeParams::default() }.check().expect("valid");
             let refs: Vec<&[f64]> = columns.iter().map(Vec::as_slice).collect();
             let part = BinnedPartition::from_columns(&refs, labels.clone(), &edges, classes).expect("valid");
             let layout = HistogramLayout::new(&edges, classes);

@@ -182,13 +182,15 @@ fn check_no_nulls(loaded: &Loaded, spec: &FeatureSpec) -> Result<()> {
             let column = batch.column(offset + i);
             let row_of = |j: usize| loaded.row_numbers[row_base + j];
             if column.null_count() > 0
-                && let Some(j) = (0..column.len()).find(|&j| column.is_null(j)) {
-                    return Err(DriverError::NullFeature { path: loaded.path.clone(), column: name.to_string(), row: row_of(j) });
-                }
+                && let Some(j) = (0..column.len()).find(|&j| column.is_null(j))
+            {
+                return Err(DriverError::NullFeature { path: loaded.path.clone(), column: name.to_string(), row: row_of(j) });
+            }
             if let Some(values) = column.as_any().downcast_ref::<Float64Array>()
-                && let Some((j, &v)) = values.values().iter().enumerate().find(|(_, v)| !v.is_finite()) {
-                    return Err(DriverError::NonFiniteValue { path: loaded.path.clone(), column: name.to_string(), row: row_of(j), value: v });
-                }
+                && let Some((j, &v)) = values.values().iter().enumerate().find(|(_, v)| !v.is_finite())
+            {
+                return Err(DriverError::NonFiniteValue { path: loaded.path.clone(), column: name.to_string(), row: row_of(j), value: v });
+            }
         }
         row_base += batch.num_rows();
     }
@@ -285,8 +287,11 @@ impl Encoding {
             for batch in &loaded.batches {
                 // Dictionary-encode the batch (Arrow's vectorised hashing), then look up each
                 // distinct value once instead of every row.
-                let dictionary = cast(batch.column(offset + spec.numeric.len() + i), &DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)))
-                    .map_err(|e| DriverError::Internal(format!("dictionary of '{column}': {e}")))?;
+                let dictionary = cast(
+                    batch.column(offset + spec.numeric.len() + i),
+                    &DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+                )
+                .map_err(|e| DriverError::Internal(format!("dictionary of '{column}': {e}")))?;
                 let dictionary = dictionary.as_dictionary::<Int32Type>();
                 let distinct = dictionary.values().as_string::<i32>();
                 let codes: Vec<f64> = (0..distinct.len()).map(|k| lookup.get(distinct.value(k)).copied().unwrap_or(unseen)).collect();

@@ -152,15 +152,17 @@ async fn load_source(source: &Path) -> Result<RecordBatch> {
     let typed = batches
         .iter()
         .map(|b| {
-            let columns = COLUMNS
-                .iter()
-                .enumerate()
-                .map(|(i, (_, t))| cast(b.column(i), t))
-                .collect::<std::result::Result<Vec<ArrayRef>, _>>()?;
+            let columns =
+                COLUMNS.iter().enumerate().map(|(i, (_, t))| cast(b.column(i), t)).collect::<std::result::Result<Vec<ArrayRef>, _>>()?;
             RecordBatch::try_new(schema.clone(), columns)
         })
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| DriverError::WrongColumnType { path: source.to_path_buf(), column: "(reference schema)".into(), expected: "the reference types", found: e.to_string() })?;
+        .map_err(|e| DriverError::WrongColumnType {
+            path: source.to_path_buf(),
+            column: "(reference schema)".into(),
+            expected: "the reference types",
+            found: e.to_string(),
+        })?;
     let all = concat_batches(&schema, &typed).map_err(|e| DriverError::Internal(e.to_string()))?;
     if all.num_rows() == 0 {
         return Err(DriverError::EmptyDataset { path: source.to_path_buf(), stage: "to resample" });
@@ -241,7 +243,10 @@ fn chunk(src: &RecordBatch, seed: u64, first: u64, count: usize, corr: &mut Corr
 pub async fn generate(source: &Path, rows: u64, seed: u64, out: &Path) -> Result<Generated> {
     let src = load_source(source).await?;
     let mut source_corr = Correlation::default();
-    let (dep, arr) = (src.column(column_index("DepDelay")).as_primitive::<arrow::datatypes::Float64Type>(), src.column(column_index("ArrDelay")).as_primitive::<arrow::datatypes::Float64Type>());
+    let (dep, arr) = (
+        src.column(column_index("DepDelay")).as_primitive::<arrow::datatypes::Float64Type>(),
+        src.column(column_index("ArrDelay")).as_primitive::<arrow::datatypes::Float64Type>(),
+    );
     for i in 0..src.num_rows() {
         if dep.is_valid(i) && arr.is_valid(i) {
             source_corr.add(dep.value(i), arr.value(i));

@@ -61,10 +61,8 @@ pub async fn import_nycflights(zip_path: &Path, out: &Path) -> Result<u64> {
     entry.read_to_string(&mut text).map_err(|e| unreadable(e.to_string()))?;
     // R writes missing values as NA; Arrow's CSV reader wants empty fields. (The file has no
     // quoted fields, so splitting on commas is exact.)
-    let cleaned: String = text
-        .lines()
-        .map(|line| line.split(',').map(|f| if f == "NA" { "" } else { f }).collect::<Vec<_>>().join(",") + "\n")
-        .collect();
+    let cleaned: String =
+        text.lines().map(|line| line.split(',').map(|f| if f == "NA" { "" } else { f }).collect::<Vec<_>>().join(",") + "\n").collect();
     std::fs::write(&csv, cleaned).map_err(|e| unreadable(e.to_string()))?;
 
     let ctx = session();

@@ -61,9 +61,7 @@ pub async fn register_source(ctx: &SessionContext, path: &Path) -> Result<()> {
     let absolute: PathBuf = std::fs::canonicalize(path).map_err(|e| unreadable(e.to_string()))?;
     let location = absolute.to_str().ok_or_else(|| unreadable("path is not valid UTF-8".into()))?;
     let registered = match format {
-        Format::Parquet => {
-            ctx.register_parquet(SOURCE_TABLE, location, ParquetReadOptions::default().file_extension(&suffix)).await
-        }
+        Format::Parquet => ctx.register_parquet(SOURCE_TABLE, location, ParquetReadOptions::default().file_extension(&suffix)).await,
         Format::Csv => {
             let options = CsvReadOptions::new().has_header(true).file_extension(&suffix).file_compression_type(compression);
             ctx.register_csv(SOURCE_TABLE, location, options).await
