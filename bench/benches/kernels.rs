@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use canopy_bench::{edges, partition, raw};
 use canopy_tree::split::best_split;
-use canopy_tree::{BinnedPartition, HistogramLayout, LocalStats, NodeHistogram, NodeId, TreeParams, grow_tree};
+use canopy_tree::{BinnedPartition, HistogramLayout, LocalStats, NodeHistogram, NodeId, PartitionId, TreeParams, grow_tree};
 use criterion::{Criterion, Throughput, criterion_group};
 
 /// 8 M rows: 80 MB of binned rows, more than the 32 MB last-level cache, so both the
@@ -155,7 +155,7 @@ fn prediction(c: &mut Criterion) {
     let refs: Vec<&[f64]> = columns.iter().map(Vec::as_slice).collect();
     let part = BinnedPartition::from_columns(&refs, labels, &edges, 4).unwrap();
     let params = TreeParams::default().check().unwrap();
-    let mut source = LocalStats::new(vec![part], HistogramLayout::new(&edges, 4));
+    let mut source = LocalStats::with_partitions(HistogramLayout::new(&edges, 4), [(PartitionId::train(0), part)]);
     let (tree, _) = grow_tree(&mut source, &edges, 4, &params, |_| {}).unwrap();
     let mut group = c.benchmark_group("predict");
     group.throughput(Throughput::Elements(rows as u64));

@@ -1,6 +1,8 @@
 //! Executors as the driver sees them: local processes it spawns, connections with the
-//! protocol handshake, and the heartbeat monitor that declares silent executors dead.
+//! protocol handshake, and the heartbeat monitor that declares silent executors dead and
+//! notices the ones that are decommissioning.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -8,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use canopy_proto::v1::executor_client::ExecutorClient;
 use canopy_proto::v1::{HandshakeRequest, HeartbeatRequest};
-use canopy_proto::{MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
+use canopy_proto::{ExecutorId, MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
@@ -16,6 +18,7 @@ use tonic::transport::{Channel, Endpoint};
 use tracing::{info, warn};
 
 use crate::error::{DriverError, Result};
+use crate::registry::Registry;
 
 /// Finds `canopy-executor`: an explicit path, `CANOPY_EXECUTOR_BIN`, or next to this binary.
 pub fn executor_binary(explicit: Option<&Path>) -> Result<PathBuf> {
@@ -39,26 +42,27 @@ pub fn executor_binary(explicit: Option<&Path>) -> Result<PathBuf> {
     })
 }
 
-/// Executor processes started by the driver on 127.0.0.1; killed when dropped.
+/// Executor processes started by the driver on 127.0.0.1; killed when dropped, and they exit
+/// by themselves if the driver dies first.
 pub struct LocalExecutors {
     children: Vec<Child>,
-    pub addrs: Vec<String>,
 }
 
 impl LocalExecutors {
-    pub async fn spawn(count: usize, binary: &Path, quiet: bool, extra_args: &[String]) -> Result<Self> {
+    /// Starts `count` executors named `executor-1`... that register with the driver at
+    /// `driver`, one after the other, so they register in name order.
+    pub async fn spawn(count: usize, binary: &Path, driver: &str, registry: &Registry, quiet: bool, extra_args: &[String]) -> Result<Self> {
         let mut children = Vec::with_capacity(count);
-        let mut addrs = Vec::with_capacity(count);
         let fail = |reason: String| DriverError::ExecutorSpawn { binary: binary.to_path_buf(), reason };
         for i in 0..count {
+            let id = ExecutorId(format!("executor-{}", i + 1));
             let mut command = Command::new(binary);
             command
-                .arg("--listen")
-                .arg("127.0.0.1:0")
+                .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--exit-with-parent"])
                 .arg("--executor-id")
-                .arg(format!("executor-{}", i + 1))
-                .arg("--metrics-listen")
-                .arg("127.0.0.1:0")
+                .arg(&id.0)
+                .arg("--driver")
+                .arg(driver)
                 .args(extra_args)
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
@@ -75,15 +79,19 @@ impl LocalExecutors {
                 .map_err(|_| fail("did not report its address within 30 s".into()))?
                 .map_err(|e| fail(e.to_string()))?
                 .ok_or_else(|| fail("exited before reporting its address".into()))?;
-            let addr = line
-                .strip_prefix("canopy-executor listening on ")
-                .ok_or_else(|| fail(format!("unexpected first line {line:?}")))?
-                .trim()
-                .to_string();
-            addrs.push(addr);
+            if !line.starts_with("canopy-executor listening on ") {
+                return Err(fail(format!("unexpected first line {line:?}")));
+            }
             children.push(child);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while registry.get(&id).is_none() {
+                if Instant::now() > deadline {
+                    return Err(fail(format!("{id} did not register with the driver at {driver} within 30 s")));
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
         }
-        Ok(LocalExecutors { children, addrs })
+        Ok(LocalExecutors { children })
     }
 
     /// Process ids, for tests that kill one.
@@ -95,7 +103,7 @@ impl LocalExecutors {
 /// A connected executor.
 #[derive(Clone)]
 pub struct ExecutorHandle {
-    pub id: String,
+    pub id: ExecutorId,
     pub addr: String,
     pub pid: u32,
     /// Where the executor serves Prometheus metrics; empty if it does not.
@@ -126,7 +134,7 @@ pub async fn connect(addr: &str, timeout: Duration) -> Result<ExecutorHandle> {
     let channel = tokio::time::timeout(timeout, endpoint.connect())
         .await
         .map_err(|_| unreachable(format!("no answer within {} s", timeout.as_secs_f64())))?
-        .map_err(|e| unreachable(error_chain(&e)))?;
+        .map_err(|e| unreachable(canopy_runtime::error_chain(&e)))?;
     let mut control =
         ExecutorClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES);
     let reply = tokio::time::timeout(timeout, control.handshake(HandshakeRequest { protocol_version: PROTOCOL_VERSION }))
@@ -142,7 +150,7 @@ pub async fn connect(addr: &str, timeout: Duration) -> Result<ExecutorHandle> {
     let (dead_tx, dead) = watch::channel(false);
     info!(executor = %reply.executor_id, %addr, pid = reply.pid, "executor connected");
     Ok(ExecutorHandle {
-        id: reply.executor_id,
+        id: ExecutorId(reply.executor_id),
         addr: addr.to_string(),
         pid: reply.pid,
         metrics_addr: reply.metrics_addr,
@@ -153,41 +161,42 @@ pub async fn connect(addr: &str, timeout: Duration) -> Result<ExecutorHandle> {
     })
 }
 
-/// The error and its causes on one line (transport errors hide the useful part in sources).
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
-
-/// Polls every executor; one silent for `timeout` is declared dead. Stops when dropped.
+/// Polls every registered executor: one silent for `timeout` is declared dead and leaves the
+/// registry; one that answers "decommissioning" is marked as leaving. Stops when dropped.
 pub struct HeartbeatMonitor {
     task: tokio::task::JoinHandle<()>,
 }
 
 impl HeartbeatMonitor {
-    pub fn start(executors: Vec<ExecutorHandle>, interval: Duration, timeout: Duration) -> Self {
+    pub fn start(registry: Registry, interval: Duration, timeout: Duration) -> Self {
         let task = tokio::spawn(async move {
-            let mut last_ok: Vec<Instant> = vec![Instant::now(); executors.len()];
+            let mut last_ok: BTreeMap<ExecutorId, Instant> = BTreeMap::new();
             let mut ticker = tokio::time::interval(interval);
             loop {
                 ticker.tick().await;
-                let probes = executors.iter().map(|e| {
-                    let mut client = e.control.clone();
-                    async move { tokio::time::timeout(interval, client.heartbeat(HeartbeatRequest {})).await.is_ok_and(|r| r.is_ok()) }
+                let members = registry.members();
+                last_ok.retain(|id, _| members.iter().any(|m| m.handle.id == *id));
+                let probes = members.iter().map(|m| {
+                    let mut client = m.handle.control.clone();
+                    async move { tokio::time::timeout(interval, client.heartbeat(HeartbeatRequest {})).await.ok().and_then(|r| r.ok()) }
                 });
                 let answers = futures::future::join_all(probes).await;
-                for (i, ok) in answers.into_iter().enumerate() {
-                    if ok {
-                        last_ok[i] = Instant::now();
-                    } else if !executors[i].is_dead() && last_ok[i].elapsed() >= timeout {
-                        warn!(executor = %executors[i].id, "no heartbeat for {:.1} s; declaring it dead", timeout.as_secs_f64());
-                        executors[i].declare_dead();
+                for (member, answer) in members.iter().zip(answers) {
+                    let id = &member.handle.id;
+                    let seen = last_ok.entry(id.clone()).or_insert_with(Instant::now);
+                    match answer {
+                        Some(reply) => {
+                            *seen = Instant::now();
+                            if reply.into_inner().decommissioning {
+                                registry.mark_leaving(id);
+                            }
+                        }
+                        None if seen.elapsed() >= timeout && !member.handle.is_dead() => {
+                            warn!(executor = %id, "no heartbeat for {:.1} s; declaring it dead", timeout.as_secs_f64());
+                            member.handle.declare_dead();
+                            registry.remove(id);
+                        }
+                        None => {}
                     }
                 }
             }
@@ -199,5 +208,93 @@ impl HeartbeatMonitor {
 impl Drop for HeartbeatMonitor {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// Local executors to start: how many, and how.
+#[derive(Debug, Clone)]
+pub struct SpawnSpec {
+    pub binary: PathBuf,
+    pub count: usize,
+    pub quiet: bool,
+    pub extra_args: Vec<String>,
+}
+
+/// Where a driver's executors come from; any combination works, all go into one registry.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterSpec {
+    /// Serve registrations here (`--listen`); local executors need it, so they get a loopback
+    /// port when it is not given.
+    pub listen: Option<std::net::SocketAddr>,
+    pub spawn: Option<SpawnSpec>,
+    /// Executors already running, dialled in this order (`--executor-addrs`).
+    pub addrs: Vec<String>,
+    /// A `train` run waits for this many before it starts.
+    pub min_executors: usize,
+    /// A `train` run uses at most this many at once.
+    pub max_executors: Option<usize>,
+    pub registration_timeout: Duration,
+}
+
+/// The driver's executors for the whole command: the registry, the registration endpoint, the
+/// processes it spawned, and the heartbeat monitor.
+pub struct Cluster {
+    pub registry: Registry,
+    pub endpoint: Option<crate::service::DriverEndpoint>,
+    pub spec: ClusterSpec,
+    _local: Option<LocalExecutors>,
+    _monitor: HeartbeatMonitor,
+}
+
+impl Cluster {
+    pub async fn start(spec: ClusterSpec, timeouts: &crate::run::Timeouts, metrics: &crate::metrics::DriverMetrics) -> Result<Self> {
+        let registry = Registry::new(metrics.clone());
+        let listen = spec.listen.or_else(|| spec.spawn.as_ref().map(|_| ([127, 0, 0, 1], 0).into()));
+        let endpoint = match listen {
+            Some(listen) => Some(crate::service::start(listen, registry.clone(), timeouts.connect, timeouts.heartbeat_interval).await?),
+            None => None,
+        };
+        for addr in &spec.addrs {
+            let handle = connect(addr, timeouts.connect).await?;
+            if let Err(existing) = registry.admit(handle.clone(), 0, 0) {
+                return Err(DriverError::Config(format!(
+                    "executors at {} and {addr} both call themselves '{}'; executor ids must be unique",
+                    existing.handle.addr, handle.id
+                )));
+            }
+        }
+        let local = match (&spec.spawn, &endpoint) {
+            (Some(s), Some(endpoint)) => {
+                // Spawned executors reach us on loopback whatever we listen on.
+                let driver = std::net::SocketAddr::new([127, 0, 0, 1].into(), endpoint.addr.port()).to_string();
+                Some(LocalExecutors::spawn(s.count, &s.binary, &driver, &registry, s.quiet, &s.extra_args).await?)
+            }
+            _ => None,
+        };
+        let monitor = HeartbeatMonitor::start(registry.clone(), timeouts.heartbeat_interval, timeouts.heartbeat);
+        metrics.set_wanted(spec.min_executors);
+        Ok(Cluster { registry, endpoint, spec, _local: local, _monitor: monitor })
+    }
+
+    /// The executors a run starts with: the first `count` registered (a sweep's run), or with
+    /// `None` every available one up to `--max-executors` once `--min-executors` are there.
+    pub async fn members_for_run(&self, count: Option<usize>) -> Result<Vec<crate::registry::Member>> {
+        let (need, take) = match count {
+            Some(n) => (n, n),
+            None => (self.spec.min_executors.max(1), self.spec.max_executors.unwrap_or(usize::MAX)),
+        };
+        let timeout = self.spec.registration_timeout;
+        match self.registry.wait_for(need, timeout).await {
+            Ok(mut available) => {
+                available.truncate(take);
+                Ok(available)
+            }
+            Err(registered) => Err(DriverError::NotEnoughExecutors {
+                needed: need,
+                registered,
+                waited_seconds: timeout.as_secs_f64(),
+                listen: self.endpoint.as_ref().map_or_else(|| "nowhere (no --listen)".to_string(), |e| e.addr.to_string()),
+            }),
+        }
     }
 }

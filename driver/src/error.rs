@@ -46,6 +46,10 @@ pub enum DriverError {
     TaskFailed { executor: String, reason: String },
     #[error("no executor left: all {count} failed (last: {last_failure})")]
     NoExecutorsLeft { count: usize, last_failure: String },
+    #[error(
+        "{needed} executors needed but {registered} registered within {waited_seconds} s; executors register with `canopy-executor --driver HOST:PORT`, this driver listens on {listen}"
+    )]
+    NotEnoughExecutors { needed: usize, registered: usize, waited_seconds: f64, listen: String },
     #[error("cannot write '{path}': {reason}")]
     Write { path: PathBuf, reason: String },
     #[error("model file '{path}' is invalid: {reason}")]

@@ -2,15 +2,19 @@
 //!
 //! - `config`: the experiment (data, features, split, tree parameters), checked.
 //! - `data`: loading, features, split and partitions, bin edges.
-//! - `cluster`: spawning and connecting executors, heartbeats.
-//! - `dispatch`: tasks on executors, merging, recovery from lost executors.
-//! - `run`: one run, distributed or in-process.
-//! - `model`, `report`, `predict`, `output`: what is written.
+//! - `registry`, `service`: the executors the driver knows, and the gRPC service they
+//!   register with.
+//! - `cluster`: spawning and connecting executors, heartbeats, the pool a command uses.
+//! - `dispatch`: partitions and their owners, tasks, merging, joins, leaves and losses.
+//! - `ensemble`: the ensemble mode's steps.
+//! - `run`: one run, distributed or in-process; `results`: what it produced, as plain data.
+//! - `metrics`, `model`, `report`, `predict`, `output`: what is published and written.
 
 pub mod cluster;
 pub mod config;
 pub mod data;
 pub mod dispatch;
+pub mod ensemble;
 pub mod error;
 pub mod http;
 pub mod metrics;
@@ -18,24 +22,32 @@ pub mod model;
 pub mod output;
 pub mod plot;
 pub mod predict;
+pub mod registry;
 pub mod report;
+pub mod results;
 pub mod run;
+pub mod service;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tracing::info;
 
+use crate::cluster::{Cluster, ClusterSpec};
 use crate::config::ValidExperiment;
 use crate::error::{DriverError, Result};
 use crate::metrics::Observability;
 use crate::report::Report;
-use crate::run::{ExecutorSource, RunResult, Timeouts};
+use crate::results::RunResult;
+use crate::run::Timeouts;
 
 /// What `scale` and `train` run.
 pub enum Plan {
-    /// Each count in turn, `repeat` times.
-    Sweep { counts: Vec<usize>, repeat: u32, source: ExecutorSource },
+    /// Each count in turn, `repeat` times, on the first `count` registered executors.
+    Sweep { counts: Vec<usize>, repeat: u32, cluster: ClusterSpec },
+    /// One run on as many executors as `--min-executors` / `--max-executors` allow, which
+    /// follows executors joining and leaving.
+    Elastic { cluster: ClusterSpec },
     /// The in-process reference run.
     InProcess,
 }
@@ -75,33 +87,55 @@ pub async fn run_plan(
             metrics.run_finished(&result);
             runs.push((1, result));
         }
-        Plan::Sweep { counts, repeat, source } => {
+        Plan::Sweep { counts, repeat, cluster } => {
+            let cluster = Cluster::start(cluster.clone(), timeouts, metrics).await?;
             for repetition in 1..=*repeat {
                 for &count in counts {
                     info!(executors = count, repetition, "run starting");
-                    let result = match run::run_distributed(prepared.clone(), exp, source, count, timeouts, metrics).await {
-                        Ok(result) => result,
-                        Err(e) => {
-                            metrics.run_failed(exp.mode.as_str());
-                            return Err(e);
-                        }
-                    };
-                    metrics.run_finished(&result);
-                    obs.push().await;
-                    info!(
-                        executors = count,
-                        train_seconds = format!("{:.3}", result.timings.train_seconds),
-                        accuracy = format!("{:.4}", result.metrics.accuracy),
-                        "run done"
-                    );
+                    let result = distributed_run(&prepared, exp, &cluster, Some(count), timeouts, obs).await?;
                     runs.push((repetition, result));
                 }
             }
+            metrics.set_wanted(cluster.spec.min_executors);
             // Sweep order for the report: by count, then repetition.
             runs.sort_by_key(|(rep, r)| (counts.iter().position(|&c| c == r.executors), *rep));
+        }
+        Plan::Elastic { cluster } => {
+            let cluster = Cluster::start(cluster.clone(), timeouts, metrics).await?;
+            let result = distributed_run(&prepared, exp, &cluster, None, timeouts, obs).await?;
+            metrics.set_wanted(cluster.spec.min_executors);
+            runs.push((1, result));
         }
     }
     let report = Report::new(&prepared, &exp.tree, &exp.split, exp.mode, &runs);
     let written = report::write_all(out, &report, &runs)?;
     Ok((report, written))
+}
+
+/// One distributed run, published on `obs` when it finishes.
+async fn distributed_run(
+    prepared: &Arc<data::Prepared>,
+    exp: &ValidExperiment,
+    cluster: &Cluster,
+    count: Option<usize>,
+    timeouts: &Timeouts,
+    obs: &Observability,
+) -> Result<RunResult> {
+    let metrics = &obs.metrics;
+    let result = match run::run_distributed(prepared.clone(), exp, cluster, count, timeouts, metrics).await {
+        Ok(result) => result,
+        Err(e) => {
+            metrics.run_failed(exp.mode.as_str());
+            return Err(e);
+        }
+    };
+    metrics.run_finished(&result);
+    obs.push().await;
+    info!(
+        executors = result.executors,
+        train_seconds = format!("{:.3}", result.timings.train_seconds),
+        accuracy = format!("{:.4}", result.metrics.accuracy),
+        "run done"
+    );
+    Ok(result)
 }

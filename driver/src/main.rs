@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use canopy_driver::cluster::{ClusterSpec, SpawnSpec};
 use canopy_driver::config::{DerivedColumn, Experiment, Mode};
 use canopy_driver::metrics::Observability;
-use canopy_driver::run::{ExecutorSource, Timeouts};
+use canopy_driver::run::Timeouts;
 use canopy_driver::{Plan, cluster, run_plan};
 use canopy_tree::Impurity;
 use clap::{Args, Parser, Subcommand};
@@ -141,9 +142,23 @@ impl ExperimentArgs {
 
 #[derive(Args, Debug)]
 struct ClusterArgs {
-    /// Executors already running (host:port,...); a run with n executors uses the first n.
+    /// Serve executor registration (canopy.v1.Driver) on this address; executors started with
+    /// `canopy-executor --driver HOST:PORT` register here and join running jobs.
+    #[arg(long, env = "CANOPY_DRIVER_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Executors already running (host:port,...), dialled at start.
     #[arg(long, value_delimiter = ',', env = "CANOPY_EXECUTOR_ADDRS")]
     executor_addrs: Option<Vec<String>>,
+    /// `train`: wait for this many executors before training (default: --executors, or 1).
+    #[arg(long, env = "CANOPY_MIN_EXECUTORS")]
+    min_executors: Option<usize>,
+    /// `train`: use at most this many executors at once (default: --executors, or as many as
+    /// there are partitions).
+    #[arg(long, env = "CANOPY_MAX_EXECUTORS")]
+    max_executors: Option<usize>,
+    /// How long a run waits for the executors it needs to register.
+    #[arg(long, default_value_t = 60.0)]
+    registration_timeout_seconds: f64,
     /// The canopy-executor binary to spawn (default: next to this one).
     #[arg(long, env = "CANOPY_EXECUTOR_BIN")]
     executor_bin: Option<PathBuf>,
@@ -179,14 +194,30 @@ impl ClusterArgs {
         })
     }
 
-    fn source(&self, quiet: bool) -> anyhow::Result<ExecutorSource> {
-        Ok(match &self.executor_addrs {
-            Some(addrs) => ExecutorSource::Addresses(addrs.iter().map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect()),
-            None => ExecutorSource::Spawn {
+    /// Where executors come from. `spawn` local executors are started unless executors are
+    /// dialled (`--executor-addrs`) or expected to register (`--listen` without `--executors`).
+    fn spec(&self, quiet: bool, spawn: usize, spawn_asked: bool, executors: Option<usize>) -> anyhow::Result<ClusterSpec> {
+        let addrs: Vec<String> = self.executor_addrs.iter().flatten().map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect();
+        let spawn = (addrs.is_empty() && (self.listen.is_none() || spawn_asked)).then(|| -> anyhow::Result<SpawnSpec> {
+            Ok(SpawnSpec {
                 binary: cluster::executor_binary(self.executor_bin.as_deref())?,
+                count: spawn,
                 quiet,
                 extra_args: self.executor_arg.clone(),
-            },
+            })
+        });
+        let min_executors = self.min_executors.or(executors).unwrap_or(1);
+        let max_executors = self.max_executors.or(executors);
+        if max_executors.is_some_and(|max| max < min_executors.max(1)) {
+            anyhow::bail!("--max-executors ({max_executors:?}) is below --min-executors ({min_executors})");
+        }
+        Ok(ClusterSpec {
+            listen: self.listen,
+            spawn: spawn.transpose()?,
+            addrs,
+            min_executors,
+            max_executors,
+            registration_timeout: seconds("registration-timeout-seconds", self.registration_timeout_seconds)?,
         })
     }
 }
@@ -216,15 +247,11 @@ struct RunArgs {
 }
 
 impl RunArgs {
-    /// Checks everything, runs the sweep `(counts, repeat)` (or in-process with `None`) and
-    /// prints the table.
-    async fn run(&self, sweep: Option<(Vec<usize>, u32)>) -> anyhow::Result<()> {
+    /// Checks everything, runs `plan` and prints the table.
+    async fn run(&self, plan: impl FnOnce(&Self) -> anyhow::Result<Plan>) -> anyhow::Result<()> {
         canopy_runtime::init_tracing(self.quiet);
         let exp = self.experiment.experiment()?;
-        let plan = match sweep {
-            Some((counts, repeat)) => Plan::Sweep { counts, repeat, source: self.cluster.source(self.quiet)? },
-            None => Plan::InProcess,
-        };
+        let plan = plan(self)?;
         let linger = if self.linger_seconds == 0.0 { Duration::ZERO } else { seconds("linger-seconds", self.linger_seconds)? };
         let obs = Observability::start(self.metrics_listen, self.pushgateway.clone(), linger).await?;
         let (report, written) = run_plan(&exp, &plan, &self.cluster.timeouts()?, &self.out, &obs).await?;
@@ -249,9 +276,10 @@ struct ScaleArgs {
 
 #[derive(Args, Debug)]
 struct TrainArgs {
-    /// Number of executors.
-    #[arg(long, default_value_t = 2, conflicts_with = "in_process")]
-    executors: usize,
+    /// Executors to train on (spawned locally unless --executor-addrs or --listen bring them);
+    /// default 2 spawned.
+    #[arg(long, conflicts_with = "in_process")]
+    executors: Option<usize>,
     /// Train in this process, no executors (the reference for identity checks).
     #[arg(long)]
     in_process: bool,
@@ -331,8 +359,26 @@ async fn main() -> std::process::ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Scale(a) => a.run.run(Some((a.executors, a.repeat))).await?,
-        Command::Train(a) => a.run.run((!a.in_process).then(|| (vec![a.executors], 1))).await?,
+        Command::Scale(a) => {
+            let (counts, repeat) = (a.executors, a.repeat);
+            let most = counts.iter().copied().max().unwrap_or(1);
+            a.run.run(|r| Ok(Plan::Sweep { cluster: r.cluster.spec(r.quiet, most, false, None)?, counts: counts.clone(), repeat })).await?
+        }
+        Command::Train(a) if a.in_process => a.run.run(|_| Ok(Plan::InProcess)).await?,
+        Command::Train(a) => {
+            let asked = a.executors;
+            if asked == Some(0) {
+                anyhow::bail!("--executors must be at least 1");
+            }
+            a.run
+                .run(|r| {
+                    // Without a pool to draw from, train on 2 spawned executors.
+                    let pool = r.cluster.listen.is_some() || r.cluster.executor_addrs.is_some();
+                    let n = asked.or((!pool).then_some(2));
+                    Ok(Plan::Elastic { cluster: r.cluster.spec(r.quiet, n.unwrap_or(0), asked.is_some(), n)? })
+                })
+                .await?
+        }
         Command::Predict(a) => {
             canopy_runtime::init_tracing(a.quiet);
             let scored = canopy_driver::predict::predict(&a.model, &a.data, &a.out).await?;

@@ -14,13 +14,14 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::error::{DriverError, Result};
-use crate::run::RunResult;
+use crate::results::RunResult;
 
 #[derive(Clone)]
 pub struct DriverMetrics {
     // Load gauges change only through the methods below, which keep the saturation in step.
     executors_registered: IntGauge,
     executors_alive: IntGauge,
+    executors_wanted: IntGauge,
     tasks_pending: IntGauge,
     tasks_running: IntGauge,
     saturation: Gauge,
@@ -70,7 +71,7 @@ impl DriverMetrics {
     pub fn register(r: &Registry) -> prometheus::Result<Self> {
         let saturation = Gauge::with_opts(Opts::new(
             "canopy_driver_saturation_ratio",
-            "Autoscaling signal: (pending + running tasks) per live executor; above 1 means work is waiting.",
+            "Autoscaling signal: executors wanted / executors registered; above 1 means add executors, below 1 remove some.",
         ))?;
         r.register(Box::new(saturation.clone()))?;
         let phase_seconds = HistogramVec::new(
@@ -87,8 +88,13 @@ impl DriverMetrics {
         let per_run = ["executors", "mode"];
         let per_executor = ["executors", "executor_id"];
         Ok(DriverMetrics {
-            executors_registered: int_gauge(r, "canopy_driver_executors_registered", "Executors connected for the current run.")?,
-            executors_alive: int_gauge(r, "canopy_driver_executors_alive", "Executors of the current run not declared lost.")?,
+            executors_registered: int_gauge(r, "canopy_driver_executors_registered", "Executors registered with the driver (its pool).")?,
+            executors_alive: int_gauge(r, "canopy_driver_executors_alive", "Executors working for the current run (not lost, not left).")?,
+            executors_wanted: int_gauge(
+                r,
+                "canopy_driver_executors_wanted",
+                "Executors the driver can use now: during a job bounded by partitions and --max-executors, --min-executors when idle.",
+            )?,
             tasks_pending: int_gauge(r, "canopy_driver_tasks_pending", "Tasks waiting to be sent to an executor (partitions to ship).")?,
             tasks_running: int_gauge(r, "canopy_driver_tasks_running", "Tasks sent to executors and not yet answered.")?,
             saturation,
@@ -154,38 +160,45 @@ impl DriverMetrics {
         })
     }
 
-    /// Recomputes the saturation gauge from pending, running and alive.
+    /// Recomputes the saturation gauge: wanted per registered executor. An HPA that keeps it
+    /// at 1 (desired = ceil(current x ratio)) lands on the wanted count in one step.
     fn update_saturation(&self) {
-        let work = (self.tasks_pending.get() + self.tasks_running.get()) as f64;
-        self.saturation.set(work / self.executors_alive.get().max(1) as f64);
+        let wanted = self.executors_wanted.get() as f64;
+        let registered = self.executors_registered.get();
+        self.saturation.set(if registered == 0 { wanted } else { wanted / registered as f64 });
     }
 
-    /// A run starts with `n` executors, all alive.
-    pub fn executors_joined(&self, n: usize) {
-        let n = i64::try_from(n).unwrap_or(i64::MAX);
-        self.executors_registered.set(n);
-        self.executors_alive.set(n);
+    /// The registry holds `n` executors.
+    pub fn registry_size(&self, n: usize) {
+        self.executors_registered.set(i64::try_from(n).unwrap_or(i64::MAX));
         self.update_saturation();
+    }
+
+    /// How many executors the driver can use now.
+    pub fn set_wanted(&self, n: usize) {
+        self.executors_wanted.set(i64::try_from(n).unwrap_or(i64::MAX));
+        self.update_saturation();
+    }
+
+    /// `n` executors work for the current run.
+    pub fn run_members(&self, n: usize) {
+        self.executors_alive.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// An executor was declared lost.
     pub fn executor_lost(&self) {
         self.executor_failures.inc();
-        self.executors_alive.dec();
-        self.update_saturation();
     }
 
     /// Adds `pending` to the queued tasks and `running` to those in flight (either may be negative).
     pub fn tasks_moved(&self, pending: i64, running: i64) {
         self.tasks_pending.add(pending);
         self.tasks_running.add(running);
-        self.update_saturation();
     }
 
     /// Nothing is queued any more (what a lost executor did not send is queued again on reassignment).
     pub fn pending_cleared(&self) {
         self.tasks_pending.set(0);
-        self.update_saturation();
     }
 
     pub fn phase(&self, phase: &str, seconds: f64) {
@@ -212,7 +225,7 @@ impl DriverMetrics {
         self.run_accuracy.with_label_values(&labels).set(r.metrics.accuracy);
         self.run_weighted_f1.with_label_values(&labels).set(r.metrics.weighted_f1);
         self.run_driver_peak_heap.with_label_values(&labels).set(i64::try_from(r.driver_peak_heap_bytes).unwrap_or(i64::MAX));
-        for e in &r.executor_stats {
+        for e in r.executor_stats.iter().filter(|e| e.alive_at_end || e.left) {
             let labels = [executors.as_str(), e.executor_id.as_str()];
             self.run_executor_tasks.with_label_values(&labels).set(i64::try_from(e.tasks).unwrap_or(i64::MAX));
             self.run_executor_busy.with_label_values(&labels).set(e.busy_seconds_total());

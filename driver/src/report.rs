@@ -10,11 +10,10 @@ use serde::Serialize;
 
 use crate::config::{Mode, SplitSpec};
 use crate::data::{Prepared, RowCounts};
-use crate::dispatch::{FailureRecord, TrafficStats};
 use crate::error::{DriverError, Result};
 use crate::output::write_bytes_atomically;
 use crate::plot::{self, RunPoint};
-use crate::run::{ExecutorReport, GrowthReport, RunResult, RunTimings};
+use crate::results::{ExecutorReport, FailureRecord, GrowthReport, MembershipEvent, RunResult, RunTimings, TrafficStats};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
@@ -37,6 +36,11 @@ pub struct RunReport {
     pub traffic: TrafficStats,
     pub retries: u64,
     pub failures: Vec<FailureRecord>,
+    /// Executors that joined, left or were lost while the run ran, in order.
+    pub membership: Vec<MembershipEvent>,
+    /// Partitions moved after the initial shipment (joins, leaves, losses), and their bytes.
+    pub partitions_moved: usize,
+    pub bytes_moved: u64,
     pub executor_stats: Vec<ExecutorReport>,
 }
 
@@ -111,6 +115,9 @@ impl Report {
                     traffic: r.traffic.clone(),
                     retries: r.retries,
                     failures: r.failures.clone(),
+                    membership: r.membership.clone(),
+                    partitions_moved: r.membership.iter().map(|e| e.partitions_moved).sum(),
+                    bytes_moved: r.membership.iter().map(|e| e.bytes_moved).sum(),
                     executor_stats: r.executor_stats.clone(),
                 }
             })
@@ -197,7 +204,7 @@ impl Report {
         );
         for r in &self.runs {
             let list = |f: &dyn Fn(&ExecutorReport) -> String| {
-                r.executor_stats.iter().map(|e| if e.alive_at_end { f(e) } else { "lost".into() }).collect::<Vec<_>>().join("/")
+                r.executor_stats.iter().map(|e| if e.alive_at_end || e.left { f(e) } else { "lost".into() }).collect::<Vec<_>>().join("/")
             };
             let _ = writeln!(
                 out,
@@ -219,6 +226,24 @@ impl Report {
             );
         }
         for r in &self.runs {
+            for e in &r.membership {
+                let _ = writeln!(
+                    out,
+                    "run with {} executors (rep {}): {} {} at step {} ({:.2} s); {} partitions, {} bytes moved",
+                    r.executors,
+                    r.repetition,
+                    e.executor_id,
+                    match e.change {
+                        crate::results::MembershipChange::Join => "joined",
+                        crate::results::MembershipChange::Leave => "left",
+                        crate::results::MembershipChange::Lost => "was lost",
+                    },
+                    e.step,
+                    e.at_seconds,
+                    e.partitions_moved,
+                    e.bytes_moved
+                );
+            }
             for f in &r.failures {
                 let _ = writeln!(
                     out,

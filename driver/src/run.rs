@@ -1,35 +1,22 @@
-//! One training run on a given set of executors, from connecting to metrics, and the sweep
-//! over executor counts that `scale` performs.
+//! One training run on the cluster's executors, from taking them to metrics, and the
+//! in-process reference run.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::RecordBatch;
-use canopy_executor::partition::decode_partition;
-use canopy_proto::v1;
+use canopy_proto::partition::decode;
 use canopy_tree::grower::LevelDone;
-use canopy_tree::{BinnedPartition, ClassificationMetrics, ConfusionMatrix, HistogramLayout, LocalStats, Tree, grow_tree};
-use serde::Serialize;
+use canopy_tree::{ClassificationMetrics, ConfusionMatrix, HistogramLayout, LocalStats, PartitionId, Tree, grow_tree};
 use tracing::info;
 
-use crate::cluster::{self, HeartbeatMonitor, LocalExecutors};
+use crate::cluster::Cluster;
 use crate::config::{Mode, ValidExperiment};
 use crate::data::Prepared;
-use crate::dispatch::{Dispatcher, FailureRecord, RemoteStats, TrafficStats};
+use crate::dispatch::{Dispatcher, RemoteStats};
 use crate::error::{DriverError, Result};
 use crate::metrics::DriverMetrics;
 use crate::model::{MODEL_FORMAT, MODEL_FORMAT_VERSION, ModelFile, sha256_hex};
-
-/// Where a run's executors come from.
-#[derive(Debug, Clone)]
-pub enum ExecutorSource {
-    /// Start `canopy-executor` processes on 127.0.0.1.
-    Spawn { binary: PathBuf, quiet: bool, extra_args: Vec<String> },
-    /// Use executors already running; a run with n executors takes the first n addresses.
-    Addresses(Vec<String>),
-}
+use crate::results::{GrowthReport, RunResult, RunTimings, TrafficStats};
 
 #[derive(Debug, Clone)]
 pub struct Timeouts {
@@ -37,78 +24,6 @@ pub struct Timeouts {
     pub task: Duration,
     pub heartbeat_interval: Duration,
     pub heartbeat: Duration,
-}
-
-/// One executor's share of a run.
-#[derive(Debug, Clone, Serialize)]
-pub struct ExecutorReport {
-    pub executor_id: String,
-    pub addr: String,
-    pub metrics_addr: String,
-    pub pid: u32,
-    pub alive_at_end: bool,
-    pub tasks: u64,
-    pub busy_seconds: BTreeMap<String, f64>,
-    pub bytes_received: u64,
-    pub bytes_sent: u64,
-    pub peak_heap_bytes: u64,
-    /// The executor process's peak resident set size.
-    pub peak_rss_bytes: u64,
-    pub rows_held: u64,
-}
-
-impl ExecutorReport {
-    /// Seconds the executor was busy, all phases (0, not -0, when it did nothing).
-    pub fn busy_seconds_total(&self) -> f64 {
-        self.busy_seconds.values().fold(0.0, |a, b| a + b)
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct GrowthReport {
-    pub histogram_batches: u64,
-    pub nodes_built: u64,
-    pub nodes_derived: u64,
-    pub nodes_split: u64,
-    pub tree_nodes: usize,
-    pub tree_leaves: usize,
-    pub tree_depth: u32,
-}
-
-/// Where a run's time went.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct RunTimings {
-    /// Starting (if spawned) and connecting to executors.
-    pub connect_seconds: f64,
-    /// Sending partitions to executors (binning them, in-process).
-    pub ship_seconds: f64,
-    /// Growing the tree (or the ensemble's trees).
-    pub train_seconds: f64,
-    pub eval_seconds: f64,
-    /// From the start of the run to its metrics; data preparation is not in it.
-    pub total_seconds: f64,
-}
-
-/// The outcome of one run.
-#[derive(Debug, Clone)]
-pub struct RunResult {
-    /// 0 for an in-process run.
-    pub executors: usize,
-    pub mode: Mode,
-    pub timings: RunTimings,
-    pub confusion: ConfusionMatrix,
-    pub metrics: ClassificationMetrics,
-    pub model: ModelFile,
-    pub model_json: Vec<u8>,
-    pub model_sha256: String,
-    pub growth: Option<GrowthReport>,
-    pub executor_stats: Vec<ExecutorReport>,
-    pub failures: Vec<FailureRecord>,
-    pub retries: u64,
-    pub traffic: TrafficStats,
-    pub driver_peak_heap_bytes: u64,
-    /// The driver process's peak resident set size so far (it includes data preparation).
-    pub driver_peak_rss_bytes: u64,
 }
 
 fn model_file(prepared: &Prepared, exp: &ValidExperiment, tree: Option<Tree>, ensemble: Option<Vec<serde_json::Value>>) -> ModelFile {
@@ -171,6 +86,7 @@ fn empty_result(executors: usize, mode: Mode, model: ModelFile, k: usize) -> Run
         growth: None,
         executor_stats: Vec::new(),
         failures: Vec::new(),
+        membership: Vec::new(),
         retries: 0,
         traffic: TrafficStats::default(),
         driver_peak_heap_bytes: 0,
@@ -186,23 +102,26 @@ pub fn run_in_process(prepared: &Prepared, exp: &ValidExperiment, metrics: &Driv
     canopy_runtime::heap::reset_peak();
     let started = Instant::now();
     let k = prepared.num_classes();
-    // The executors' own decoding, so the reference run sees exactly what they see.
-    let bin = |batch: &RecordBatch| -> Result<BinnedPartition> {
-        decode_partition(std::slice::from_ref(batch), &prepared.edges, k, false)
-            .map(|(partition, _)| partition)
-            .map_err(|e| DriverError::Internal(format!("in-process partition: {e}")))
-    };
-    let train = prepared.train.iter().map(bin).collect::<Result<Vec<_>>>()?;
-    let test = prepared.test.iter().map(bin).collect::<Result<Vec<_>>>()?;
+    // The executors' own decoding and statistics, so the reference run sees what they see.
+    let mut source = LocalStats::new(HistogramLayout::new(&prepared.edges, k));
+    let parts = prepared
+        .train
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (PartitionId::train(i as u32), b))
+        .chain(prepared.test.iter().enumerate().map(|(i, b)| (PartitionId::test(i as u32), b)));
+    for (id, batch) in parts {
+        let decoded = decode(std::slice::from_ref(batch), &prepared.edges, k, false)
+            .map_err(|e| DriverError::Internal(format!("in-process partition {id}: {e}")))?;
+        source.insert(id, decoded.binned)?;
+    }
     let ship_seconds = started.elapsed().as_secs_f64();
     let training = Instant::now();
-    let mut source = LocalStats::new(train, HistogramLayout::new(&prepared.edges, k));
     let (tree, stats) = grow_tree(&mut source, &prepared.edges, k, &exp.tree, on_level(metrics))?;
     let train_seconds = training.elapsed().as_secs_f64();
     metrics.phase("train", train_seconds);
     let evaluating = Instant::now();
-    let mut confusion = ConfusionMatrix::new(k);
-    test.iter().for_each(|p| p.add_confusion(&tree, &mut confusion));
+    let confusion = source.confusion_of(&source.ids_of(canopy_tree::Role::Test), &tree)?;
     metrics.phase("evaluate", evaluating.elapsed().as_secs_f64());
     let mut result = empty_result(0, Mode::Exact, model_file(prepared, exp, Some(tree.clone()), None), k);
     result.timings = RunTimings { ship_seconds, train_seconds, eval_seconds: evaluating.elapsed().as_secs_f64(), ..RunTimings::default() };
@@ -212,43 +131,34 @@ pub fn run_in_process(prepared: &Prepared, exp: &ValidExperiment, metrics: &Driv
     finish(result, started)
 }
 
-/// Trains and evaluates on `count` executors from `source`.
+/// Trains and evaluates on the cluster's executors: the first `count` registered (a sweep's
+/// run, which then stays at `count`), or with `None` as many as `--min-executors` and
+/// `--max-executors` allow, joining and leaving as the registry changes.
 pub async fn run_distributed(
     prepared: Arc<Prepared>,
     exp: &ValidExperiment,
-    source: &ExecutorSource,
-    count: usize,
+    cluster: &Cluster,
+    count: Option<usize>,
     timeouts: &Timeouts,
     metrics: &DriverMetrics,
 ) -> Result<RunResult> {
     canopy_runtime::heap::reset_peak();
     let started = Instant::now();
     let k = prepared.num_classes();
-    // Keep spawned processes alive until the run ends; dropping kills them.
-    let (_local, addrs) = match source {
-        ExecutorSource::Spawn { binary, quiet, extra_args } => {
-            let local = LocalExecutors::spawn(count, binary, *quiet, extra_args).await?;
-            let addrs = local.addrs.clone();
-            (Some(local), addrs)
-        }
-        ExecutorSource::Addresses(all) => {
-            if all.len() < count {
-                return Err(DriverError::Config(format!("{count} executors asked for but only {} addresses given", all.len())));
-            }
-            (None, all[..count].to_vec())
-        }
-    };
-    let executors = futures::future::try_join_all(addrs.iter().map(|a| cluster::connect(a, timeouts.connect))).await?;
+    let cap = count.unwrap_or_else(|| cluster.spec.max_executors.unwrap_or(usize::MAX));
+    metrics.set_wanted(cap.min(prepared.train.len()));
+    let initial = cluster.members_for_run(count).await?;
+    let started_with = initial.len();
     let connect_seconds = started.elapsed().as_secs_f64();
     metrics.phase("connect", connect_seconds);
-    let _monitor = HeartbeatMonitor::start(executors.clone(), timeouts.heartbeat_interval, timeouts.heartbeat);
     let job_id = format!("job-{}-{}", std::process::id(), started.elapsed().as_nanos());
     metrics.run_started(&job_id, exp.mode.as_str());
-    let mut dispatcher = Dispatcher::new(prepared.clone(), job_id.clone(), exp.mode, executors, timeouts.task, metrics.clone());
 
     let shipping = Instant::now();
-    info!(executors = count, partitions = prepared.train.len() + prepared.test.len(), "shipping partitions");
-    dispatcher.begin().await?;
+    info!(executors = initial.len(), partitions = prepared.train.len() + prepared.test.len(), "shipping partitions");
+    let mut dispatcher =
+        Dispatcher::start(prepared.clone(), job_id, exp.mode, cluster.registry.clone(), initial, cap, timeouts.task, metrics.clone())
+            .await?;
     let ship_seconds = shipping.elapsed().as_secs_f64();
     metrics.phase("ship", ship_seconds);
 
@@ -271,18 +181,7 @@ pub async fn run_distributed(
             (dispatcher, Some(tree), Some(growth), None)
         }
         Mode::Ensemble => {
-            let request = v1::TrainLocalTreeRequest {
-                job_id: job_id.clone(),
-                max_depth: exp.tree.max_depth,
-                min_instances_per_node: exp.tree.min_instances_per_node,
-                min_info_gain: exp.tree.min_info_gain,
-                impurity: match exp.tree.impurity {
-                    canopy_tree::Impurity::Gini => "gini",
-                    canopy_tree::Impurity::Entropy => "entropy",
-                }
-                .into(),
-            };
-            let trees = dispatcher.train_local_trees(request).await?;
+            let trees = crate::ensemble::train(&mut dispatcher, &exp.tree).await?;
             (dispatcher, None, None, Some(trees))
         }
     };
@@ -292,57 +191,22 @@ pub async fn run_distributed(
     let evaluating = Instant::now();
     let (confusion, ensemble_json) = match (&tree, ensemble) {
         (Some(tree), _) => (dispatcher.evaluate(tree).await?, None),
-        (None, Some(trees)) => {
-            let values = trees
-                .iter()
-                .map(|t| serde_json::from_slice::<serde_json::Value>(t))
-                .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(|e| DriverError::Internal(format!("ensemble tree is not JSON: {e}")))?;
-            (dispatcher.evaluate_ensemble(trees).await?, Some(values))
-        }
+        (None, Some(trees)) => (crate::ensemble::evaluate(&mut dispatcher, &trees).await?, Some(crate::ensemble::model_values(&trees)?)),
         (None, None) => return Err(DriverError::Internal("no model trained".into())),
     };
     let eval_seconds = evaluating.elapsed().as_secs_f64();
     metrics.phase("evaluate", eval_seconds);
 
-    let ended = dispatcher.end().await?;
-    let mut executor_stats: Vec<ExecutorReport> = dispatcher
-        .executors()
-        .iter()
-        .enumerate()
-        .map(|(i, e)| ExecutorReport {
-            executor_id: e.id.clone(),
-            addr: e.addr.clone(),
-            metrics_addr: e.metrics_addr.clone(),
-            pid: e.pid,
-            alive_at_end: dispatcher.is_alive(i),
-            tasks: 0,
-            busy_seconds: BTreeMap::new(),
-            bytes_received: 0,
-            bytes_sent: 0,
-            peak_heap_bytes: 0,
-            peak_rss_bytes: 0,
-            rows_held: 0,
-        })
-        .collect();
-    for (i, s) in ended {
-        let r = &mut executor_stats[i];
-        r.tasks = s.tasks;
-        r.busy_seconds = s.busy.into_iter().map(|p| (p.phase, p.seconds)).collect();
-        r.bytes_received = s.bytes_received;
-        r.bytes_sent = s.bytes_sent;
-        r.peak_heap_bytes = s.peak_heap_bytes;
-        r.peak_rss_bytes = s.peak_rss_bytes;
-        r.rows_held = s.rows_held;
-    }
-    let mut result = empty_result(count, exp.mode, model_file(&prepared, exp, tree, ensemble_json), k);
+    let executor_stats = dispatcher.end().await;
+    let mut result = empty_result(count.unwrap_or(started_with), exp.mode, model_file(&prepared, exp, tree, ensemble_json), k);
     result.timings = RunTimings { connect_seconds, ship_seconds, train_seconds, eval_seconds, total_seconds: 0.0 };
     result.metrics = ClassificationMetrics::from_confusion(&confusion);
     result.confusion = confusion;
     result.growth = growth;
     result.executor_stats = executor_stats;
     result.failures = std::mem::take(&mut dispatcher.failures);
+    result.membership = std::mem::take(&mut dispatcher.membership);
     result.retries = dispatcher.retries;
-    result.traffic = dispatcher.traffic.clone();
+    result.traffic = std::mem::take(&mut dispatcher.traffic);
     finish(result, started)
 }

@@ -122,8 +122,9 @@ fn executor_of_another_protocol_version() {
     fails_with(
         &["--executor-addrs", &executor.addr],
         &format!(
-            "executor at {} refused the connection: protocol version mismatch: this executor speaks canopy.v1 protocol 99, the driver speaks 1",
-            executor.addr
+            "executor at {} refused the connection: protocol version mismatch: this executor speaks canopy.v1 protocol 99, the driver speaks {}",
+            executor.addr,
+            canopy_proto::PROTOCOL_VERSION
         ),
     );
 }

@@ -9,8 +9,13 @@ pub enum ExecutorError {
     ProtocolMismatch { executor: u32, driver: u32 },
     #[error("no job is running on this executor (call BeginJob first)")]
     NoJob,
-    #[error("request is for job '{requested}' but this executor runs job '{current}'")]
-    WrongJob { requested: String, current: String },
+    // The running job's id is not named: it is what a caller would need to act on that job.
+    #[error("request is for job '{requested}', which is not the job this executor runs")]
+    WrongJob { requested: String },
+    #[error("this executor runs another job; it takes one job at a time (EndJob first)")]
+    Busy,
+    #[error("this executor is decommissioning and takes no new job")]
+    Decommissioning,
     #[error("invalid request: {0}")]
     InvalidRequest(String),
     #[error("partition data: {0}")]
@@ -27,11 +32,17 @@ pub enum ExecutorError {
 
 impl From<ExecutorError> for Status {
     fn from(e: ExecutorError) -> Status {
+        use canopy_tree::TreeError;
         let message = e.to_string();
         match e {
-            ExecutorError::ProtocolMismatch { .. } | ExecutorError::NoJob | ExecutorError::WrongJob { .. } => {
-                Status::failed_precondition(message)
-            }
+            ExecutorError::ProtocolMismatch { .. }
+            | ExecutorError::NoJob
+            | ExecutorError::WrongJob { .. }
+            | ExecutorError::Busy
+            | ExecutorError::Decommissioning
+            | ExecutorError::Tree(
+                TreeError::PartitionNotHeld { .. } | TreeError::DuplicatePartition { .. } | TreeError::SplitLogGap { .. },
+            ) => Status::failed_precondition(message),
             ExecutorError::InvalidRequest(_) | ExecutorError::PartitionData(_) | ExecutorError::Wire(_) => {
                 Status::invalid_argument(message)
             }

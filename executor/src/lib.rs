@@ -1,14 +1,15 @@
-//! The Canopy executor: holds binned partitions of one job and answers the driver's tasks.
+//! The Canopy executor: holds binned partitions of one job at a time and answers the driver's
+//! tasks; registers with a driver (`registration`) and leaves gracefully on SIGTERM.
 //!
 //! `serve` takes an already bound listener so tests (and the driver's local spawner) can use
 //! port 0 and learn the address.
 
+pub mod ensemble;
 mod error;
 pub mod metrics;
-pub mod partition;
+pub mod registration;
 pub mod server;
 pub mod store;
-mod tasks;
 
 use std::future::Future;
 
@@ -17,22 +18,18 @@ use canopy_proto::MAX_MESSAGE_BYTES;
 use canopy_proto::v1::executor_server::ExecutorServer;
 pub use error::ExecutorError;
 pub use metrics::ExecutorMetrics;
-pub use server::FaultInjection;
-use server::{ExecutorService, PartitionReceiver};
+use server::PartitionReceiver;
+pub use server::{ExecutorService, FaultInjection};
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
-/// Serves the executor and Flight services on `listener` until `shutdown` completes.
-/// `metrics` counts what it does; `metrics_addr` is announced to drivers at the handshake.
+/// Serves the executor and Flight services of `service` on `listener` until `shutdown`
+/// completes.
 pub async fn serve(
     listener: TcpListener,
-    executor_id: String,
-    faults: FaultInjection,
-    metrics: ExecutorMetrics,
-    metrics_addr: String,
+    service: ExecutorService,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    let service = ExecutorService::new(executor_id, faults, metrics, metrics_addr);
     let control =
         ExecutorServer::new(service.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES);
     let flight = FlightServiceServer::new(PartitionReceiver::new(service))

@@ -1,15 +1,18 @@
-//! `canopy-executor`: parses arguments, binds, prints its address, serves.
+//! `canopy-executor`: parses arguments, binds, prints its address, serves; registers with a
+//! driver when given one, and decommissions on SIGTERM.
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use canopy_executor::{ExecutorMetrics, FaultInjection};
+use canopy_executor::registration::DriverLink;
+use canopy_executor::{ExecutorMetrics, ExecutorService, FaultInjection};
 use clap::Parser;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{info, warn};
 
 #[global_allocator]
 static HEAP: canopy_runtime::heap::CountingAllocator = canopy_runtime::heap::CountingAllocator;
@@ -24,12 +27,29 @@ struct Args {
     /// Serve Prometheus metrics (/metrics, /healthz, /readyz) on this address; port 0 picks one.
     #[arg(long, env = "CANOPY_EXECUTOR_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
-    /// Name in reports, logs and metrics; defaults to `executor-<port>`.
+    /// Name in reports, logs and metrics, unique per driver; defaults to `<hostname>-<port>`.
     #[arg(long, env = "CANOPY_EXECUTOR_ID")]
     executor_id: Option<String>,
+    /// Register with the driver at HOST:PORT (its `--listen` address) and serve its jobs.
+    #[arg(long, env = "CANOPY_DRIVER")]
+    driver: Option<String>,
+    /// host:port where the driver reaches this executor. Default: the listen address, or when
+    /// listening on all interfaces, the local address of the route to the driver.
+    #[arg(long, env = "CANOPY_EXECUTOR_ADVERTISE")]
+    advertise: Option<String>,
+    /// Give up (exit 1) if no driver accepts the registration within this time.
+    #[arg(long, env = "CANOPY_DRIVER_WAIT_SECONDS", default_value_t = 120.0)]
+    driver_wait_seconds: f64,
+    /// After SIGTERM, how long to wait for the driver to move our partitions away before exiting
+    /// (match Kubernetes' terminationGracePeriodSeconds).
+    #[arg(long, env = "CANOPY_EXECUTOR_GRACE_SECONDS", default_value_t = 30.0)]
+    grace_seconds: f64,
     /// Only warnings and errors on stderr.
     #[arg(long)]
     quiet: bool,
+    /// Exit when the parent process does (set by a driver that spawns its executors).
+    #[arg(long, hide = true)]
+    exit_with_parent: bool,
     /// Fault injection for tests: sleep before every histogram task.
     #[arg(long, hide = true, default_value_t = 0)]
     inject_task_delay_ms: u64,
@@ -49,11 +69,32 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
+fn seconds(name: &str, value: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(value).ok().with_context(|| format!("--{name} must be a number of seconds >= 0, got {value}"))
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "executor".into())
+}
+
+/// Resolves when the parent process is gone (we were re-parented).
+async fn parent_exited() {
+    let parent = std::os::unix::process::parent_id();
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if std::os::unix::process::parent_id() != parent {
+            return;
+        }
+    }
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
     canopy_runtime::init_tracing(args.quiet);
+    let driver_wait = seconds("driver-wait-seconds", args.driver_wait_seconds)?;
+    let grace = seconds("grace-seconds", args.grace_seconds)?;
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr().context("listener has no local address")?;
-    let executor_id = args.executor_id.unwrap_or_else(|| format!("executor-{}", addr.port()));
+    let executor_id = args.executor_id.unwrap_or_else(|| format!("{}-{}", hostname(), addr.port()));
     let faults =
         FaultInjection { task_delay: Duration::from_millis(args.inject_task_delay_ms), protocol_version: args.inject_protocol_version };
     // Metrics first, so the handshake can announce where they are.
@@ -62,41 +103,102 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let metrics = ExecutorMetrics::register(&registry).context("cannot register metrics")?;
     let ready = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
     let mut metrics_addr = String::new();
     let mut metrics_task = None;
     if let Some(listen) = args.metrics_listen {
         let metrics_listener =
             tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen for metrics on {listen}"))?;
         metrics_addr = metrics_listener.local_addr().context("metrics listener has no address")?.to_string();
-        let mut stop = stop_rx.clone();
-        let shutdown = async move {
-            let _ = stop.wait_for(|s| *s).await;
-        };
-        metrics_task = Some(tokio::spawn(canopy_runtime::metrics::serve(metrics_listener, registry, ready.clone(), shutdown)));
+        let serve = canopy_runtime::metrics::serve(metrics_listener, registry, ready.clone(), stopped(stop_rx.clone()));
+        metrics_task = Some(tokio::spawn(serve));
     }
+    let service = ExecutorService::new(executor_id.clone(), faults, metrics, metrics_addr.clone());
+    let mut server = tokio::spawn(canopy_executor::serve(listener, service.clone(), stopped(stop_rx.clone())));
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "canopy-executor listening on {addr}").context("cannot write to stdout")?;
         out.flush().context("cannot flush stdout")?;
     }
-    tracing::info!(%addr, metrics = %metrics_addr, executor = %executor_id, "executor ready");
-    // Stop on Ctrl-C or SIGTERM (what process managers and Kubernetes send).
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let not_ready = ready.clone();
-    let shutdown = async move {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminate.recv() => {}
-        }
-        tracing::info!("shutting down");
-        not_ready.store(false, Ordering::Relaxed);
-    };
+    info!(%addr, metrics = %metrics_addr, executor = %executor_id, "executor ready");
     ready.store(true, Ordering::Relaxed);
-    let served = canopy_executor::serve(listener, executor_id, faults, metrics, metrics_addr, shutdown).await;
+
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let link = args.driver.map(|driver| DriverLink {
+        driver,
+        executor_id: executor_id.clone(),
+        advertise: args.advertise,
+        listen: addr,
+        cores: std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX)),
+        memory_bytes: canopy_runtime::memory_limit_bytes(),
+    });
+    let mut heartbeats = None;
+    if let Some(link) = &link {
+        let registered = tokio::select! {
+            r = link.register(Some(driver_wait)) => r,
+            _ = terminate.recv() => { stop(&stop_tx, server, metrics_task).await; return Ok(()); }
+            _ = interrupt.recv() => { stop(&stop_tx, server, metrics_task).await; return Ok(()); }
+        };
+        match registered {
+            Ok(interval) => heartbeats = Some(tokio::spawn(link.clone().keep_registered(interval))),
+            Err(e) => {
+                stop(&stop_tx, server, metrics_task).await;
+                return Err(e.into());
+            }
+        }
+    }
+
+    let parent = async { if args.exit_with_parent { parent_exited().await } else { std::future::pending().await } };
+    let served = tokio::select! {
+        served = &mut server => Some(served),
+        _ = terminate.recv() => None,
+        _ = interrupt.recv() => None,
+        _ = parent => {
+            warn!("the driver that started this executor is gone; exiting");
+            None
+        }
+    };
+    if let Some(served) = served {
+        served.context("executor server task failed")?.context("executor server failed")?;
+        return Ok(());
+    }
+    // Decommission: take no new job, let the driver move our partitions and end our job, and
+    // exit once it has (or when the grace period is over, or on a second signal).
+    ready.store(false, Ordering::Relaxed);
+    service.start_decommission();
+    let mut has_job = service.job_watch();
+    info!(grace_seconds = grace.as_secs_f64(), job_active = *has_job.borrow(), "decommissioning");
+    if let Some(h) = heartbeats {
+        h.abort();
+    }
+    if let Some(link) = &link
+        && let Err(e) = link.decommission().await
+    {
+        warn!(error = %e, "could not tell the driver; a driver running our job sees the decommission in its next heartbeat");
+    }
+    tokio::select! {
+        r = tokio::time::timeout(grace, has_job.wait_for(|active| !*active)) => match r {
+            Ok(_) => info!("no job left; exiting"),
+            Err(_) => warn!(grace_seconds = grace.as_secs_f64(), "grace period over with a job still active; exiting"),
+        },
+        _ = terminate.recv() => warn!("second signal; exiting now"),
+        _ = interrupt.recv() => warn!("second signal; exiting now"),
+    }
+    stop(&stop_tx, server, metrics_task).await;
+    Ok(())
+}
+
+async fn stop(
+    stop_tx: &tokio::sync::watch::Sender<bool>,
+    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    metrics_task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+) {
     let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     if let Some(task) = metrics_task {
         let _ = task.await;
     }
-    served.context("executor server failed")?;
-    Ok(())
 }

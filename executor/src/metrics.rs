@@ -4,7 +4,8 @@
 use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// The task kinds an executor runs (the `task_kind` label).
-pub const TASK_KINDS: [&str; 6] = ["load_partition", "apply_splits", "histograms", "evaluate", "train_local_tree", "evaluate_ensemble"];
+pub const TASK_KINDS: [&str; 7] =
+    ["load_partition", "release_partition", "apply_splits", "histograms", "evaluate", "train_local_tree", "evaluate_ensemble"];
 
 #[derive(Clone)]
 pub struct ExecutorMetrics {

@@ -1,8 +1,9 @@
 //! gRPC handlers: they check the job, convert wire types, run the task off the async threads,
-//! and count what they did. The work itself is in `tasks`.
+//! and count what they did. The work itself is in the tree crate's `LocalStats` (exact mode)
+//! and in `ensemble`.
 
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
@@ -14,19 +15,19 @@ use arrow_flight::{
     HandshakeResponse as FlightHandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
 use canopy_proto::v1::{self, executor_server::Executor};
-use canopy_proto::{PROTOCOL_VERSION, edges_from_wire, tree_from_wire};
-use canopy_tree::{ConfusionMatrix, NodeId, SplitDecision};
+use canopy_proto::{PROTOCOL_VERSION, edges_from_wire, impurity_from_wire, partitions_from_wire, tree_from_wire};
+use canopy_tree::{ConfusionMatrix, NodeId, PartitionId, Role, SplitDecision, StatsSource};
 use futures::stream::{self, BoxStream};
 use futures::{StreamExt, TryStreamExt};
 use prost::Message;
+use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::{debug, info, instrument};
+use tracing::{debug, info, instrument, warn};
 
 use crate::ExecutorError;
+use crate::ensemble::LocalTreeParams;
 use crate::metrics::ExecutorMetrics;
-use crate::partition::decode_partition;
-use crate::store::{Job, Mode};
-use crate::tasks::{self, LocalTreeParams};
+use crate::store::Job;
 
 /// Settings that change how the executor behaves, for tests of failures.
 #[derive(Debug, Clone, Default)]
@@ -45,14 +46,40 @@ pub struct ExecutorService {
 struct Inner {
     executor_id: String,
     job: Mutex<Option<Job>>,
+    /// The last job ended and its statistics, so that a repeated EndJob gets the same answer.
+    last_ended: Mutex<Option<(String, v1::ExecutorStats)>>,
     faults: FaultInjection,
     metrics: ExecutorMetrics,
     metrics_addr: String,
+    decommissioning: AtomicBool,
+    /// True while a job is active: a decommissioning executor waits for it to turn false.
+    has_job: watch::Sender<bool>,
 }
 
 impl ExecutorService {
     pub fn new(executor_id: String, faults: FaultInjection, metrics: ExecutorMetrics, metrics_addr: String) -> Self {
-        ExecutorService { inner: Arc::new(Inner { executor_id, job: Mutex::new(None), faults, metrics, metrics_addr }) }
+        ExecutorService {
+            inner: Arc::new(Inner {
+                executor_id,
+                job: Mutex::new(None),
+                last_ended: Mutex::new(None),
+                faults,
+                metrics,
+                metrics_addr,
+                decommissioning: AtomicBool::new(false),
+                has_job: watch::channel(false).0,
+            }),
+        }
+    }
+
+    /// From now on no job is accepted, and heartbeats tell the driver to move our partitions.
+    pub fn start_decommission(&self) {
+        self.inner.decommissioning.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a job is active, and its changes.
+    pub fn job_watch(&self) -> watch::Receiver<bool> {
+        self.inner.has_job.subscribe()
     }
 
     /// Runs `work` on the job of `job_id` on a blocking thread, timing it as `phase` of a task
@@ -68,13 +95,13 @@ impl ExecutorService {
         let metrics = &self.inner.metrics;
         metrics.running.inc();
         let result = tokio::task::spawn_blocking(move || {
-            let mut guard = inner.job.lock().map_err(|_| ExecutorError::TaskAborted("job state poisoned".into()))?;
+            let mut guard = inner.lock_job()?;
             let job = guard.as_mut().ok_or(ExecutorError::NoJob)?;
             job.check_id(&job_id)?;
             let started = Instant::now();
             let out = work(job)?;
             let took = started.elapsed();
-            job.stats.record(phase, took);
+            job.counters.record(phase, took);
             debug!(task_kind, phase, took_ms = took.as_millis() as u64, "task done");
             Ok((out, took))
         })
@@ -89,7 +116,7 @@ impl ExecutorService {
     }
 
     /// [`Self::with_job`] for tasks that answer with a message: its encoded size counts as bytes
-    /// sent, in the job's stats and the metrics, while the job is at hand.
+    /// sent, in the job's counters and the metrics, while the job is at hand.
     async fn answer<M: Message + Send + 'static>(
         &self,
         job_id: String,
@@ -102,13 +129,37 @@ impl ExecutorService {
             .with_job(job_id, task_kind, phase, move |job| {
                 let response = work(job)?;
                 let bytes = response.encoded_len() as u64;
-                job.stats.bytes_sent += bytes;
+                job.counters.bytes_sent += bytes;
                 sent_bytes.inc_by(bytes);
                 Ok(response)
             })
             .await?;
         Ok(Response::new(response))
     }
+}
+
+impl Inner {
+    /// The job lock. A task that panicked while holding it left the job in an unknown state:
+    /// that job is dropped (the driver sees it as lost and moves its partitions) and the
+    /// executor goes on serving new jobs.
+    fn lock_job(&self) -> Result<MutexGuard<'_, Option<Job>>, ExecutorError> {
+        match self.job.lock() {
+            Ok(guard) => Ok(guard),
+            Err(poisoned) => {
+                let mut guard = poisoned.into_inner();
+                *guard = None;
+                self.job.clear_poison();
+                self.has_job.send_replace(false);
+                self.metrics.rows_held.set(0);
+                warn!("a task panicked; its job was dropped");
+                Err(ExecutorError::NoJob)
+            }
+        }
+    }
+}
+
+fn named(refs: &[v1::PartitionRef]) -> Result<Vec<PartitionId>, ExecutorError> {
+    Ok(partitions_from_wire(refs)?)
 }
 
 #[tonic::async_trait]
@@ -131,29 +182,44 @@ impl Executor for ExecutorService {
     #[instrument(skip_all, fields(executor = %self.inner.executor_id, job = %request.get_ref().job_id))]
     async fn begin_job(&self, request: Request<v1::BeginJobRequest>) -> Result<Response<v1::BeginJobResponse>, Status> {
         let r = request.into_inner();
-        let mode = match v1::JobMode::try_from(r.mode) {
-            Ok(v1::JobMode::Exact) => Mode::Exact,
-            Ok(v1::JobMode::Ensemble) => Mode::Ensemble,
-            _ => return Err(ExecutorError::InvalidRequest(format!("unknown job mode {}", r.mode)).into()),
+        let ensemble = match v1::JobMode::try_from(r.mode) {
+            Ok(v1::JobMode::Exact) => false,
+            Ok(v1::JobMode::Ensemble) => true,
+            _ => {
+                return Err(ExecutorError::InvalidRequest(format!("unknown job mode {}", r.mode)).into());
+            }
         };
+        if r.job_id.is_empty() {
+            return Err(ExecutorError::InvalidRequest("job_id is empty".into()).into());
+        }
         let num_classes = usize::try_from(r.num_classes).unwrap_or(usize::MAX);
         if !(2..=255).contains(&num_classes) {
             return Err(ExecutorError::InvalidRequest(format!("num_classes must be 2..=255, got {}", r.num_classes)).into());
         }
-        // Bins are bytes: at most 255 thresholds (256 bins) per feature, in increasing order.
-        if let Some(f) =
-            r.features.iter().find(|f| f.thresholds.len() > 255 || f.thresholds.windows(2).any(|w| w[0].total_cmp(&w[1]).is_ge()))
-        {
+        if r.features.is_empty() {
+            return Err(ExecutorError::InvalidRequest("a job needs at least one feature".into()).into());
+        }
+        // Bins are bytes: at most 255 thresholds (256 bins) per feature, finite and increasing.
+        if let Some(f) = r.features.iter().find(|f| {
+            f.thresholds.len() > 255 || f.thresholds.iter().any(|t| !t.is_finite()) || f.thresholds.windows(2).any(|w| w[0] >= w[1])
+        }) {
             return Err(ExecutorError::InvalidRequest(format!(
-                "feature '{}' needs at most 255 increasing thresholds, got {}",
+                "feature '{}' needs at most 255 finite, increasing thresholds, got {}",
                 f.name,
                 f.thresholds.len()
             ))
             .into());
         }
-        let job = Job::new(r.job_id.clone(), edges_from_wire(&r.features), num_classes, mode);
-        let mut guard = self.inner.job.lock().map_err(|_| Status::internal("job state poisoned"))?;
+        if self.inner.decommissioning.load(Ordering::Relaxed) {
+            return Err(ExecutorError::Decommissioning.into());
+        }
+        let job = Job::new(r.job_id.clone(), edges_from_wire(&r.features), num_classes, ensemble);
+        let mut guard = self.inner.lock_job()?;
+        if guard.is_some() {
+            return Err(ExecutorError::Busy.into());
+        }
         *guard = Some(job);
+        self.inner.has_job.send_replace(true);
         canopy_runtime::heap::reset_peak();
         self.inner.metrics.jobs.inc();
         self.inner.metrics.rows_held.set(0);
@@ -165,7 +231,12 @@ impl Executor for ExecutorService {
         let r = request.into_inner();
         let decisions = r.decisions.iter().map(SplitDecision::try_from).collect::<Result<Vec<_>, _>>().map_err(ExecutorError::from)?;
         let first = usize::try_from(r.first_index).map_err(|_| ExecutorError::InvalidRequest("first_index too large".into()))?;
-        self.with_job(r.job_id, "apply_splits", "split", move |job| job.apply_splits(first, &decisions)).await?;
+        let partitions = named(&r.partitions)?;
+        self.with_job(r.job_id, "apply_splits", "split", move |job| {
+            job.stats.check_held(&partitions, Role::Train)?;
+            Ok(job.stats.apply_splits(first, &decisions)?)
+        })
+        .await?;
         Ok(Response::new(v1::ApplySplitsResponse {}))
     }
 
@@ -177,9 +248,10 @@ impl Executor for ExecutorService {
         if !self.inner.faults.task_delay.is_zero() {
             tokio::time::sleep(self.inner.faults.task_delay).await;
         }
+        let partitions = named(&r.partitions)?;
         self.answer(r.job_id, "histograms", "histogram", move |job| {
             let nodes: Vec<NodeId> = r.nodes.iter().copied().map(NodeId).collect();
-            let histograms = tasks::build_histograms(job, &nodes);
+            let histograms = job.stats.histograms_of(&partitions, &nodes)?;
             Ok(v1::BuildHistogramsResponse {
                 histograms: r.nodes.iter().zip(histograms).map(|(&node, h)| v1::NodeHistogram { node, counts: h.counts }).collect(),
             })
@@ -189,11 +261,32 @@ impl Executor for ExecutorService {
 
     async fn evaluate(&self, request: Request<v1::EvaluateRequest>) -> Result<Response<v1::EvaluateResponse>, Status> {
         let r = request.into_inner();
+        let partitions = named(&r.partitions)?;
         self.answer(r.job_id, "evaluate", "evaluate", move |job| {
             let tree = tree_from_wire(&r.nodes, job.edges.num_features(), job.num_classes)?;
-            Ok(confusion_response(tasks::evaluate(job, &tree)))
+            Ok(confusion_response(job.stats.confusion_of(&partitions, &tree)?))
         })
         .await
+    }
+
+    async fn release_partition(
+        &self,
+        request: Request<v1::ReleasePartitionRequest>,
+    ) -> Result<Response<v1::ReleasePartitionResponse>, Status> {
+        let r = request.into_inner();
+        let id = PartitionId::try_from(
+            r.partition.as_ref().ok_or(canopy_proto::WireError::Missing { field: "partition" }).map_err(ExecutorError::from)?,
+        )
+        .map_err(ExecutorError::from)?;
+        let metrics = self.inner.metrics.clone();
+        let rows = self
+            .with_job(r.job_id, "release_partition", "release", move |job| {
+                let rows = job.release(id);
+                metrics.rows_held.set(i64::try_from(job.rows_held()).unwrap_or(i64::MAX));
+                Ok(rows)
+            })
+            .await?;
+        Ok(Response::new(v1::ReleasePartitionResponse { rows }))
     }
 
     async fn train_local_tree(&self, request: Request<v1::TrainLocalTreeRequest>) -> Result<Response<v1::TrainLocalTreeResponse>, Status> {
@@ -202,10 +295,13 @@ impl Executor for ExecutorService {
             max_depth: r.max_depth as usize,
             min_instances_per_node: usize::try_from(r.min_instances_per_node).unwrap_or(usize::MAX),
             min_info_gain: r.min_info_gain,
-            entropy: r.impurity == "entropy",
+            impurity: impurity_from_wire(r.impurity).map_err(ExecutorError::from)?,
         };
+        let partitions = named(&r.partitions)?;
         self.answer(r.job_id, "train_local_tree", "train_local", move |job| {
-            let (tree_json, rows) = tasks::train_local_tree(job, &params)?;
+            let features = job.edges.num_features();
+            let ensemble = job.ensemble.as_ref().ok_or_else(|| ExecutorError::InvalidRequest("the job is not in ensemble mode".into()))?;
+            let (tree_json, rows) = ensemble.train_local_tree(&partitions, features, &params)?;
             Ok(v1::TrainLocalTreeResponse { tree_json, rows })
         })
         .await
@@ -213,8 +309,11 @@ impl Executor for ExecutorService {
 
     async fn evaluate_ensemble(&self, request: Request<v1::EvaluateEnsembleRequest>) -> Result<Response<v1::EvaluateResponse>, Status> {
         let r = request.into_inner();
+        let partitions = named(&r.partitions)?;
         self.answer(r.job_id, "evaluate_ensemble", "evaluate", move |job| {
-            Ok(confusion_response(tasks::evaluate_ensemble(job, &r.trees_json)?))
+            let (features, classes) = (job.edges.num_features(), job.num_classes);
+            let ensemble = job.ensemble.as_ref().ok_or_else(|| ExecutorError::InvalidRequest("the job is not in ensemble mode".into()))?;
+            Ok(confusion_response(ensemble.evaluate(&partitions, &r.trees_json, features, classes)?))
         })
         .await
     }
@@ -224,26 +323,40 @@ impl Executor for ExecutorService {
             heap_bytes: canopy_runtime::heap::live_bytes(),
             peak_heap_bytes: canopy_runtime::heap::peak_bytes(),
             running_tasks: u32::try_from(self.inner.metrics.running.get()).unwrap_or(0),
+            decommissioning: self.inner.decommissioning.load(Ordering::Relaxed),
         }))
     }
 
     #[instrument(skip_all, fields(executor = %self.inner.executor_id, job = %request.get_ref().job_id))]
     async fn end_job(&self, request: Request<v1::EndJobRequest>) -> Result<Response<v1::ExecutorStats>, Status> {
         let r = request.into_inner();
-        let mut guard = self.inner.job.lock().map_err(|_| Status::internal("job state poisoned"))?;
-        let job = guard.as_ref().ok_or(ExecutorError::NoJob)?;
-        job.check_id(&r.job_id)?;
+        let mut guard = self.inner.lock_job()?;
+        let Some(job) = guard.as_ref().filter(|job| job.id == r.job_id) else {
+            // Ending a job twice is harmless: the second call gets the first one's answer.
+            let last = self.inner.last_ended.lock().map_err(|_| Status::internal("job statistics lock poisoned"))?;
+            return match last.as_ref() {
+                Some((id, stats)) if *id == r.job_id => Ok(Response::new(stats.clone())),
+                _ if guard.is_some() => Err(ExecutorError::WrongJob { requested: r.job_id }.into()),
+                _ => Err(ExecutorError::NoJob.into()),
+            };
+        };
+        let c = &job.counters;
         let stats = v1::ExecutorStats {
             executor_id: self.inner.executor_id.clone(),
-            tasks: job.stats.tasks,
-            busy: job.stats.busy.iter().map(|(phase, d)| v1::PhaseSeconds { phase: phase.to_string(), seconds: d.as_secs_f64() }).collect(),
-            bytes_received: job.stats.bytes_received,
-            bytes_sent: job.stats.bytes_sent,
+            tasks: c.tasks,
+            busy: c.busy.iter().map(|(phase, d)| v1::PhaseSeconds { phase: phase.to_string(), seconds: d.as_secs_f64() }).collect(),
+            bytes_received: c.bytes_received,
+            bytes_sent: c.bytes_sent,
             peak_heap_bytes: canopy_runtime::heap::peak_bytes(),
             rows_held: job.rows_held(),
             peak_rss_bytes: canopy_runtime::peak_rss_bytes(),
         };
         *guard = None;
+        drop(guard);
+        if let Ok(mut last) = self.inner.last_ended.lock() {
+            *last = Some((r.job_id, stats.clone()));
+        }
+        self.inner.has_job.send_replace(false);
         self.inner.metrics.rows_held.set(0);
         info!(tasks = stats.tasks, "job ended");
         Ok(Response::new(stats))
@@ -264,29 +377,6 @@ impl PartitionReceiver {
     pub fn new(service: ExecutorService) -> Self {
         PartitionReceiver { service }
     }
-}
-
-/// Stores one received partition: binned, and raw too in ensemble mode.
-fn store_partition(job: &mut Job, descriptor: &v1::PartitionDescriptor, batches: &[RecordBatch]) -> Result<u64, ExecutorError> {
-    let (binned, raw) = decode_partition(batches, &job.edges, job.num_classes, job.mode == Mode::Ensemble)?;
-    let rows = binned.num_rows() as u64;
-    let id = descriptor.partition_id;
-    match v1::PartitionRole::try_from(descriptor.role) {
-        Ok(v1::PartitionRole::Train) => {
-            job.add_train(id, binned)?;
-            if let Some(raw) = raw {
-                job.raw_train.insert(id, raw);
-            }
-        }
-        Ok(v1::PartitionRole::Test) => {
-            job.test.insert(id, binned);
-            if let Some(raw) = raw {
-                job.raw_test.insert(id, raw);
-            }
-        }
-        _ => return Err(ExecutorError::InvalidRequest(format!("partition {id} has no role"))),
-    }
-    Ok(rows)
 }
 
 type FlightStream<T> = BoxStream<'static, Result<T, Status>>;
@@ -316,6 +406,13 @@ impl FlightService for PartitionReceiver {
             .transpose()
             .map_err(|e| Status::invalid_argument(format!("flight descriptor is not a PartitionDescriptor: {e}")))?
             .ok_or_else(|| Status::invalid_argument("DoPut without a flight descriptor"))?;
+        let partition = descriptor
+            .partition
+            .as_ref()
+            .ok_or(canopy_proto::WireError::Missing { field: "partition" })
+            .and_then(PartitionId::try_from)
+            .map_err(ExecutorError::from)?;
+        let declared_rows = descriptor.rows;
         let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counter = received.clone();
         let data = stream::once(async { Ok(first) }).chain(incoming).map(move |m| {
@@ -327,7 +424,7 @@ impl FlightService for PartitionReceiver {
         let batches: Vec<RecordBatch> = FlightRecordBatchStream::new_from_flight_data(data)
             .try_collect()
             .await
-            .map_err(|e| Status::invalid_argument(format!("partition {} is not valid Arrow data: {e}", descriptor.partition_id)))?;
+            .map_err(|e| Status::invalid_argument(format!("partition {partition} is not valid Arrow data: {e}")))?;
         let receive_time = started.elapsed();
         let bytes = received.load(Ordering::Relaxed);
         let job_id = descriptor.job_id.clone();
@@ -337,9 +434,9 @@ impl FlightService for PartitionReceiver {
         let (rows, rows_held) = self
             .service
             .with_job(job_id, "load_partition", "bin", move |job| {
-                job.stats.bytes_received += bytes;
-                job.stats.add_time("receive", receive_time);
-                let rows = store_partition(job, &descriptor, &batches)?;
+                job.counters.bytes_received += bytes;
+                job.counters.add_time("receive", receive_time);
+                let rows = job.store(partition, declared_rows, &batches)?;
                 Ok((rows, job.rows_held()))
             })
             .await?;

@@ -1,51 +1,36 @@
-//! What an executor holds for its current job: binned partitions (and raw values in ensemble
-//! mode), the split log, and the job's counters.
+//! What an executor holds for its current job: the tree crate's `LocalStats` (binned partitions
+//! keyed by partition id, and the split log), the ensemble's raw rows in ensemble mode, and the
+//! job's counters.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use canopy_tree::partition::SplitLog;
-use canopy_tree::{BinEdges, BinnedPartition, HistogramLayout, SplitDecision};
+use canopy_proto::partition::{Decoded, decode};
+use canopy_tree::{BinEdges, HistogramLayout, LocalStats, PartitionId};
 
 use crate::ExecutorError;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    Exact,
-    Ensemble,
-}
-
-/// Raw feature values of a partition, kept only in ensemble mode (linfa fits on raw values).
-#[derive(Debug, Clone)]
-pub struct RawRows {
-    /// Row-major, `features` values per row.
-    pub values: Vec<f64>,
-    pub labels: Vec<u8>,
-}
+use crate::ensemble::EnsembleRows;
 
 pub struct Job {
     pub id: String,
     pub edges: BinEdges,
-    pub layout: HistogramLayout,
     pub num_classes: usize,
-    pub mode: Mode,
-    pub train: BTreeMap<u32, BinnedPartition>,
-    pub test: BTreeMap<u32, BinnedPartition>,
-    pub raw_train: BTreeMap<u32, RawRows>,
-    pub raw_test: BTreeMap<u32, RawRows>,
-    pub log: SplitLog,
-    pub stats: JobStats,
+    /// Binned partitions and the split log: the same code the in-process learner runs.
+    pub stats: LocalStats,
+    /// Raw values, in ensemble mode only.
+    pub ensemble: Option<EnsembleRows>,
+    pub counters: JobCounters,
 }
 
 #[derive(Debug, Default, Clone)]
-pub struct JobStats {
+pub struct JobCounters {
     pub tasks: u64,
     pub busy: BTreeMap<&'static str, Duration>,
     pub bytes_received: u64,
     pub bytes_sent: u64,
 }
 
-impl JobStats {
+impl JobCounters {
     /// Counts one task and its time.
     pub fn record(&mut self, phase: &'static str, took: Duration) {
         self.tasks += 1;
@@ -59,47 +44,52 @@ impl JobStats {
 }
 
 impl Job {
-    pub fn new(id: String, edges: BinEdges, num_classes: usize, mode: Mode) -> Self {
+    pub fn new(id: String, edges: BinEdges, num_classes: usize, ensemble: bool) -> Self {
         let layout = HistogramLayout::new(&edges, num_classes);
         Job {
             id,
             edges,
-            layout,
             num_classes,
-            mode,
-            train: BTreeMap::new(),
-            test: BTreeMap::new(),
-            raw_train: BTreeMap::new(),
-            raw_test: BTreeMap::new(),
-            log: SplitLog::default(),
-            stats: JobStats::default(),
+            stats: LocalStats::new(layout),
+            ensemble: ensemble.then(EnsembleRows::default),
+            counters: JobCounters::default(),
         }
     }
 
     pub fn check_id(&self, requested: &str) -> Result<(), ExecutorError> {
         if requested != self.id {
-            return Err(ExecutorError::WrongJob { requested: requested.to_string(), current: self.id.clone() });
+            return Err(ExecutorError::WrongJob { requested: requested.to_string() });
         }
         Ok(())
     }
 
-    /// Adds a training partition; one that arrives mid-run replays the split log so its rows
-    /// reach the same nodes as everyone else's.
-    pub fn add_train(&mut self, id: u32, mut partition: BinnedPartition) -> Result<(), ExecutorError> {
-        partition.apply_splits(self.log.decisions())?;
-        self.train.insert(id, partition);
-        Ok(())
+    /// Decodes and stores one received partition; returns its rows.
+    pub fn store(&mut self, id: PartitionId, declared_rows: u64, batches: &[arrow::array::RecordBatch]) -> Result<u64, ExecutorError> {
+        if self.stats.holds(id) {
+            return Err(ExecutorError::Tree(canopy_tree::TreeError::DuplicatePartition { partition: id.to_string() }));
+        }
+        let Decoded { binned, raw } = decode(batches, &self.edges, self.num_classes, self.ensemble.is_some())
+            .map_err(|e| ExecutorError::PartitionData(format!("partition {id}: {e}")))?;
+        let rows = binned.num_rows() as u64;
+        if rows != declared_rows {
+            return Err(ExecutorError::PartitionData(format!("partition {id} holds {rows} rows, its descriptor declared {declared_rows}")));
+        }
+        self.stats.insert(id, binned)?;
+        if let (Some(ensemble), Some(raw)) = (&mut self.ensemble, raw) {
+            ensemble.insert(id, raw);
+        }
+        Ok(rows)
     }
 
-    pub fn apply_splits(&mut self, first_index: usize, decisions: &[SplitDecision]) -> Result<(), ExecutorError> {
-        let new = self.log.append(first_index, decisions)?.to_vec();
-        for partition in self.train.values_mut() {
-            partition.apply_splits(&new)?;
+    /// Drops a partition that moved elsewhere; returns the rows dropped.
+    pub fn release(&mut self, id: PartitionId) -> u64 {
+        if let Some(ensemble) = &mut self.ensemble {
+            ensemble.remove(id);
         }
-        Ok(())
+        self.stats.remove(id).map_or(0, |p| p.num_rows() as u64)
     }
 
     pub fn rows_held(&self) -> u64 {
-        self.train.values().chain(self.test.values()).map(|p| p.num_rows() as u64).sum()
+        self.stats.rows()
     }
 }

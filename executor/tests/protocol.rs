@@ -60,37 +60,61 @@ async fn handshake_accepts_our_version_and_refuses_others() {
     );
 }
 
+fn begin(job_id: &str, features: Vec<v1::FeatureBins>) -> BeginJobRequest {
+    BeginJobRequest { job_id: job_id.into(), features, num_classes: 2, mode: v1::JobMode::Exact as i32 }
+}
+
+fn x_bins() -> Vec<v1::FeatureBins> {
+    vec![v1::FeatureBins { name: "x".into(), thresholds: vec![0.5] }]
+}
+
+fn train(index: u32) -> v1::PartitionRef {
+    v1::PartitionRef { role: v1::PartitionRole::Train as i32, index }
+}
+
+fn histograms(job_id: &str, partitions: Vec<v1::PartitionRef>) -> BuildHistogramsRequest {
+    BuildHistogramsRequest { job_id: job_id.into(), nodes: vec![0], partitions }
+}
+
 #[tokio::test]
 async fn tasks_without_a_job_or_for_another_job_are_refused() {
     let executor = start();
     let mut c = client(&executor.addr).await;
-    let err = c.build_histograms(BuildHistogramsRequest { job_id: "j".into(), nodes: vec![0] }).await.unwrap_err();
+    let err = c.build_histograms(histograms("j", vec![])).await.unwrap_err();
     assert_eq!((err.code(), err.message()), (tonic::Code::FailedPrecondition, "no job is running on this executor (call BeginJob first)"));
-    let features = vec![v1::FeatureBins { name: "x".into(), thresholds: vec![0.5] }];
-    c.begin_job(BeginJobRequest { job_id: "a".into(), features, num_classes: 2, mode: v1::JobMode::Exact as i32 }).await.unwrap();
-    let err = c.build_histograms(BuildHistogramsRequest { job_id: "b".into(), nodes: vec![0] }).await.unwrap_err();
-    assert_eq!(err.message(), "request is for job 'b' but this executor runs job 'a'");
-    let too_many = vec![v1::FeatureBins { name: "x".into(), thresholds: (0..300).map(f64::from).collect() }];
-    let err = c
-        .begin_job(BeginJobRequest { job_id: "c".into(), features: too_many, num_classes: 2, mode: v1::JobMode::Exact as i32 })
-        .await
-        .unwrap_err();
+    c.begin_job(begin("a", x_bins())).await.unwrap();
+    let err = c.build_histograms(histograms("b", vec![])).await.unwrap_err();
+    assert_eq!(err.message(), "request is for job 'b', which is not the job this executor runs", "the running job's id is not given away");
+    // One job at a time: a second BeginJob does not replace the running one.
+    let err = c.begin_job(begin("c", x_bins())).await.unwrap_err();
     assert_eq!(
         (err.code(), err.message()),
-        (tonic::Code::InvalidArgument, "invalid request: feature 'x' needs at most 255 increasing thresholds, got 300")
+        (tonic::Code::FailedPrecondition, "this executor runs another job; it takes one job at a time (EndJob first)")
     );
+    let too_many = vec![v1::FeatureBins { name: "x".into(), thresholds: (0..300).map(f64::from).collect() }];
+    let err = c.begin_job(begin("c", too_many)).await.unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (tonic::Code::InvalidArgument, "invalid request: feature 'x' needs at most 255 finite, increasing thresholds, got 300")
+    );
+    let nan = vec![v1::FeatureBins { name: "x".into(), thresholds: vec![f64::NAN] }];
+    assert_eq!(c.begin_job(begin("c", nan)).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+    // EndJob twice is harmless: the same answer.
+    let first = c.end_job(v1::EndJobRequest { job_id: "a".into() }).await.unwrap().into_inner();
+    let second = c.end_job(v1::EndJobRequest { job_id: "a".into() }).await.unwrap().into_inner();
+    assert_eq!(first, second);
+    c.begin_job(begin("c", x_bins())).await.unwrap();
 }
 
 #[tokio::test]
-async fn partitions_arrive_over_flight_and_bad_ones_are_named() {
+async fn partitions_arrive_over_flight_are_named_by_tasks_and_move_away() {
     let executor = start();
     let mut c = client(&executor.addr).await;
-    let features = vec![v1::FeatureBins { name: "x".into(), thresholds: vec![0.5] }];
-    c.begin_job(BeginJobRequest { job_id: "a".into(), features, num_classes: 2, mode: v1::JobMode::Exact as i32 }).await.unwrap();
+    c.begin_job(begin("a", x_bins())).await.unwrap();
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", executor.addr)).unwrap().connect().await.unwrap();
-    let put = |batch: RecordBatch| {
+    let put = |batch: RecordBatch, index: u32, rows: u64| {
         let mut flight = FlightClient::new(channel.clone());
-        let descriptor = v1::PartitionDescriptor { job_id: "a".into(), partition_id: 3, role: v1::PartitionRole::Train as i32 };
+        let descriptor = v1::PartitionDescriptor { job_id: "a".into(), partition: Some(train(index)), rows };
         async move {
             let stream = FlightDataEncoderBuilder::new()
                 .with_flight_descriptor(Some(FlightDescriptor::new_cmd(descriptor.encode_to_vec())))
@@ -102,13 +126,39 @@ async fn partitions_arrive_over_flight_and_bad_ones_are_named() {
     let good =
         RecordBatch::try_new(schema, vec![Arc::new(Float64Array::from(vec![0.0, 1.0, 1.0])), Arc::new(UInt8Array::from(vec![0, 1, 1]))])
             .unwrap();
-    put(good).await.unwrap();
-    let hist = c.build_histograms(BuildHistogramsRequest { job_id: "a".into(), nodes: vec![0] }).await.unwrap().into_inner();
+    put(good.clone(), 3, 3).await.unwrap();
+    let hist = c.build_histograms(histograms("a", vec![train(3)])).await.unwrap().into_inner();
     // [bin][class]: bin 0 holds one row of class 0, bin 1 two rows of class 1.
     assert_eq!(hist.histograms[0].counts, vec![1, 0, 0, 2]);
+    // A partition it does not hold is refused by name, so a moved partition is never counted twice.
+    let err = c.build_histograms(histograms("a", vec![train(3), train(4)])).await.unwrap_err();
+    assert_eq!((err.code(), err.message()), (tonic::Code::FailedPrecondition, "partition train/4 is not held here"));
+    let err = put(good.clone(), 3, 3).await.unwrap_err().to_string();
+    assert!(err.contains("partition train/3 is held already"), "{err}");
+    let err = put(good.clone(), 5, 7).await.unwrap_err().to_string();
+    assert!(err.contains("partition train/5 holds 3 rows, its descriptor declared 7"), "{err}");
+    let released = c.release_partition(v1::ReleasePartitionRequest { job_id: "a".into(), partition: Some(train(3)) }).await.unwrap();
+    assert_eq!(released.into_inner().rows, 3);
+    assert_eq!(c.build_histograms(histograms("a", vec![train(3)])).await.unwrap_err().code(), tonic::Code::FailedPrecondition);
 
     let wrong = Arc::new(Schema::new(vec![Field::new("y", DataType::Float64, false), Field::new("label", DataType::UInt8, false)]));
     let bad = RecordBatch::try_new(wrong, vec![Arc::new(Float64Array::from(vec![0.0])), Arc::new(UInt8Array::from(vec![0]))]).unwrap();
-    let err = put(bad).await.unwrap_err().to_string();
-    assert!(err.contains("partition data: column 'x' is missing"), "{err}");
+    let err = put(bad, 6, 1).await.unwrap_err().to_string();
+    assert!(err.contains("partition data: partition train/6: column 'x' is missing"), "{err}");
+}
+
+#[tokio::test]
+async fn a_refused_split_log_entry_is_not_logged() {
+    let executor = start();
+    let mut c = client(&executor.addr).await;
+    c.begin_job(begin("a", x_bins())).await.unwrap();
+    let split = |feature| v1::SplitDecision { node: 0, feature, threshold_bin: 0, left: 1, right: 2 };
+    let request = |decisions| v1::ApplySplitsRequest { job_id: "a".into(), first_index: 0, decisions, partitions: vec![] };
+    let err = c.apply_splits(request(vec![split(5)])).await.unwrap_err();
+    assert_eq!((err.code(), err.message()), (tonic::Code::InvalidArgument, "invalid split decision #0: feature 5 of 1"));
+    // The right decision is then logged, not skipped as a retry.
+    c.apply_splits(request(vec![split(0)])).await.unwrap();
+    let contradiction = v1::SplitDecision { left: 2, right: 1, ..split(0) };
+    let err = c.apply_splits(request(vec![contradiction])).await.unwrap_err();
+    assert!(err.message().starts_with("split log conflict at decision #0"), "{}", err.message());
 }

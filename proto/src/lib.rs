@@ -1,8 +1,12 @@
-//! The canopy.v1 gRPC contract: generated code and the conversions between wire messages and
-//! the tree crate's types. No other crate touches the generated types' internals.
+//! The canopy.v1 contract: generated gRPC code, the partition format (`partition`), the
+//! executor's identity, and the conversions between wire messages and the tree crate's types.
+
+pub mod partition;
+
+use std::fmt;
 
 use canopy_tree::model::Split;
-use canopy_tree::{BinEdges, FeatureBins, Node, NodeId, SplitDecision, Tree};
+use canopy_tree::{BinEdges, FeatureBins, Impurity, Node, NodeId, PartitionId, Role, SplitDecision, Tree};
 use thiserror::Error;
 
 #[allow(clippy::all, clippy::unwrap_used)]
@@ -11,7 +15,7 @@ pub mod v1 {
 }
 
 /// Bumped on any incompatible change of the contract; checked at the first contact.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// gRPC messages are capped at 4 MiB by default; we allow larger control messages (a deep
 /// tree's histograms) and keep each Flight message of rows well under it.
@@ -19,8 +23,21 @@ pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// Target size of one Arrow Flight message of rows.
 pub const FLIGHT_CHUNK_BYTES: usize = 2 << 20;
 
+/// An executor's name, unique within a driver's registry: the key of every executor record
+/// (never its position in a list).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ExecutorId(pub String);
+
+impl fmt::Display for ExecutorId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[derive(Debug, Error, PartialEq)]
 pub enum WireError {
+    #[error("field {field} is missing or unspecified")]
+    Missing { field: &'static str },
     #[error("field {field} = {value} does not fit in {target}")]
     OutOfRange { field: &'static str, value: u64, target: &'static str },
     #[error("invalid tree: {0}")]
@@ -53,6 +70,56 @@ impl TryFrom<&v1::SplitDecision> for SplitDecision {
             left: NodeId(d.left),
             right: NodeId(d.right),
         })
+    }
+}
+
+impl From<PartitionId> for v1::PartitionRef {
+    fn from(p: PartitionId) -> Self {
+        let role = match p.role {
+            Role::Train => v1::PartitionRole::Train,
+            Role::Test => v1::PartitionRole::Test,
+        };
+        v1::PartitionRef { role: role as i32, index: p.index }
+    }
+}
+
+impl TryFrom<&v1::PartitionRef> for PartitionId {
+    type Error = WireError;
+    fn try_from(p: &v1::PartitionRef) -> Result<Self, WireError> {
+        let role = match v1::PartitionRole::try_from(p.role) {
+            Ok(v1::PartitionRole::Train) => Role::Train,
+            Ok(v1::PartitionRole::Test) => Role::Test,
+            _ => {
+                return Err(WireError::Missing { field: "partition.role" });
+            }
+        };
+        Ok(PartitionId { role, index: p.index })
+    }
+}
+
+pub fn partitions_to_wire(ids: &[PartitionId]) -> Vec<v1::PartitionRef> {
+    ids.iter().map(|&p| p.into()).collect()
+}
+
+pub fn partitions_from_wire(refs: &[v1::PartitionRef]) -> Result<Vec<PartitionId>, WireError> {
+    refs.iter().map(PartitionId::try_from).collect()
+}
+
+impl From<Impurity> for v1::Impurity {
+    fn from(i: Impurity) -> Self {
+        match i {
+            Impurity::Gini => v1::Impurity::Gini,
+            Impurity::Entropy => v1::Impurity::Entropy,
+        }
+    }
+}
+
+/// The wire's impurity; unspecified or unknown values are refused, never read as gini.
+pub fn impurity_from_wire(value: i32) -> Result<Impurity, WireError> {
+    match v1::Impurity::try_from(value) {
+        Ok(v1::Impurity::Gini) => Ok(Impurity::Gini),
+        Ok(v1::Impurity::Entropy) => Ok(Impurity::Entropy),
+        _ => Err(WireError::Missing { field: "impurity" }),
     }
 }
 
@@ -121,6 +188,15 @@ mod tests {
     fn out_of_range_bins_are_refused() {
         let wire = v1::SplitDecision { node: 0, feature: 0, threshold_bin: 300, left: 1, right: 2 };
         assert_eq!(SplitDecision::try_from(&wire), Err(WireError::OutOfRange { field: "threshold_bin", value: 300, target: "u8" }));
+    }
+
+    #[test]
+    fn partitions_and_impurity_need_a_known_value() {
+        let id = PartitionId::test(7);
+        assert_eq!(PartitionId::try_from(&v1::PartitionRef::from(id)), Ok(id));
+        assert_eq!(PartitionId::try_from(&v1::PartitionRef { role: 0, index: 1 }), Err(WireError::Missing { field: "partition.role" }));
+        assert_eq!(impurity_from_wire(v1::Impurity::from(Impurity::Entropy) as i32), Ok(Impurity::Entropy));
+        assert_eq!(impurity_from_wire(0), Err(WireError::Missing { field: "impurity" }));
     }
 
     #[test]

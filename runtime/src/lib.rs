@@ -11,6 +11,30 @@ pub fn peak_rss_bytes() -> u64 {
         .map_or(0, |kib| kib * 1024)
 }
 
+/// The error and its causes on one line (transport errors hide the useful part in sources).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// Memory this process may use: the cgroup's limit (a container's) or the machine's total.
+pub fn memory_limit_bytes() -> u64 {
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max").ok().and_then(|s| s.trim().parse::<u64>().ok());
+    let total = || {
+        std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|s| s.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+            .map_or(0, |kib| kib * 1024)
+    };
+    cgroup.unwrap_or_else(total)
+}
+
 /// Logs go to stderr (stdout is for reports and the executor's address line). `quiet` keeps
 /// warnings and errors only; `RUST_LOG` overrides either.
 pub fn init_tracing(quiet: bool) {

@@ -32,6 +32,16 @@ pub enum TreeError {
     SubtractionUnderflow { node: u32 },
     #[error("split log gap: expected decision #{expected}, got #{found}")]
     SplitLogGap { expected: usize, found: usize },
+    #[error("split log conflict at decision #{index}: {found} contradicts the logged {logged}")]
+    SplitLogConflict { index: usize, logged: String, found: String },
+    #[error("invalid split decision #{index}: {detail}")]
+    InvalidDecision { index: usize, detail: String },
+    #[error("partition {partition} is held already")]
+    DuplicatePartition { partition: String },
+    #[error("partition {partition} is not held here")]
+    PartitionNotHeld { partition: String },
+    #[error("partition {partition} has the wrong role for this request")]
+    WrongPartitionRole { partition: String },
     #[error("split decision names feature {feature} but there are {features} features")]
     UnknownFeature { feature: u32, features: usize },
     #[error("tree is malformed: {detail}")]

@@ -21,7 +21,7 @@ pub use bins::{BinEdges, FeatureBins};
 pub use error::TreeError;
 pub use grower::{GrowthStats, StatsSource, grow_tree};
 pub use histogram::{HistogramLayout, NodeHistogram};
-pub use local::LocalStats;
+pub use local::{LocalStats, PartitionId, Role};
 pub use metrics::{ClassificationMetrics, ConfusionMatrix};
 pub use model::{Node, NodeId, Tree};
 pub use params::{Impurity, TreeParams, ValidTreeParams};

@@ -1,18 +1,149 @@
-//! The in-process source of histograms: the same partitions an executor would hold, summed
-//! here. `canopy-driver train --in-process` and the tests use it as the reference model.
+//! Partitions held in memory and the statistics computed over them: the in-process learner's
+//! source of histograms, and what an executor's job holds. Both run this one code path, so the
+//! distributed model cannot drift from the in-process one.
+//!
+//! Partitions are keyed by [`PartitionId`]. Requests name the partitions they cover, so a
+//! partition that moved between executors is counted exactly once.
+
+use std::collections::BTreeMap;
+use std::fmt;
 
 use crate::partition::SplitLog;
-use crate::{BinnedPartition, HistogramLayout, NodeHistogram, NodeId, SplitDecision, StatsSource, TreeError};
+use crate::{BinnedPartition, ConfusionMatrix, HistogramLayout, NodeHistogram, NodeId, SplitDecision, StatsSource, Tree, TreeError};
+
+/// Whether a partition holds training or test rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    Train,
+    Test,
+}
+
+/// A partition of the split data set: its role and its number (fixed by the seed, not by the
+/// executor count).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PartitionId {
+    pub role: Role,
+    pub index: u32,
+}
+
+impl PartitionId {
+    pub fn train(index: u32) -> Self {
+        PartitionId { role: Role::Train, index }
+    }
+    pub fn test(index: u32) -> Self {
+        PartitionId { role: Role::Test, index }
+    }
+}
+
+impl fmt::Display for PartitionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.role {
+            Role::Train => write!(f, "train/{}", self.index),
+            Role::Test => write!(f, "test/{}", self.index),
+        }
+    }
+}
 
 pub struct LocalStats {
-    partitions: Vec<BinnedPartition>,
+    partitions: BTreeMap<PartitionId, BinnedPartition>,
     layout: HistogramLayout,
     log: SplitLog,
 }
 
 impl LocalStats {
-    pub fn new(partitions: Vec<BinnedPartition>, layout: HistogramLayout) -> Self {
-        LocalStats { partitions, layout, log: SplitLog::default() }
+    pub fn new(layout: HistogramLayout) -> Self {
+        LocalStats { partitions: BTreeMap::new(), layout, log: SplitLog::default() }
+    }
+
+    /// Holds every given partition (the in-process learner).
+    pub fn with_partitions(layout: HistogramLayout, partitions: impl IntoIterator<Item = (PartitionId, BinnedPartition)>) -> Self {
+        let mut stats = Self::new(layout);
+        stats.partitions.extend(partitions);
+        stats
+    }
+
+    pub fn layout(&self) -> &HistogramLayout {
+        &self.layout
+    }
+
+    /// Adds a partition. A training partition that arrives mid-run replays the split log, so its
+    /// rows reach the same nodes as everyone else's. Holding it already is an error: a second
+    /// copy would be counted twice.
+    pub fn insert(&mut self, id: PartitionId, mut partition: BinnedPartition) -> Result<(), TreeError> {
+        if self.partitions.contains_key(&id) {
+            return Err(TreeError::DuplicatePartition { partition: id.to_string() });
+        }
+        if id.role == Role::Train {
+            partition.apply_splits(self.log.decisions())?;
+        }
+        self.partitions.insert(id, partition);
+        Ok(())
+    }
+
+    /// Drops a partition; `None` when it was not held.
+    pub fn remove(&mut self, id: PartitionId) -> Option<BinnedPartition> {
+        self.partitions.remove(&id)
+    }
+
+    pub fn holds(&self, id: PartitionId) -> bool {
+        self.partitions.contains_key(&id)
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = PartitionId> + '_ {
+        self.partitions.keys().copied()
+    }
+
+    /// Rows held, both roles.
+    pub fn rows(&self) -> u64 {
+        self.partitions.values().map(|p| p.num_rows() as u64).sum()
+    }
+
+    /// Bytes of row data held.
+    pub fn heap_bytes(&self) -> u64 {
+        self.partitions.values().map(|p| p.heap_bytes() as u64).sum()
+    }
+
+    pub fn log_len(&self) -> usize {
+        self.log.len()
+    }
+
+    /// The partitions named, each held and of `role`; the first that is not is the error.
+    fn named<'a>(&'a self, ids: &'a [PartitionId], role: Role) -> impl Iterator<Item = Result<&'a BinnedPartition, TreeError>> + 'a {
+        ids.iter().map(move |id| match self.partitions.get(id) {
+            Some(_) if id.role != role => Err(TreeError::WrongPartitionRole { partition: id.to_string() }),
+            Some(p) => Ok(p),
+            None => Err(TreeError::PartitionNotHeld { partition: id.to_string() }),
+        })
+    }
+
+    /// Histograms of `nodes` summed over the named training partitions.
+    pub fn histograms_of(&self, ids: &[PartitionId], nodes: &[NodeId]) -> Result<Vec<NodeHistogram>, TreeError> {
+        let held = self.named(ids, Role::Train).collect::<Result<Vec<_>, _>>()?;
+        let mut out = vec![NodeHistogram::zeros(&self.layout); nodes.len()];
+        for partition in held {
+            partition.add_histograms(nodes, &self.layout, &mut out);
+        }
+        Ok(out)
+    }
+
+    /// Confusion matrix of `tree` over the named test partitions.
+    pub fn confusion_of(&self, ids: &[PartitionId], tree: &Tree) -> Result<ConfusionMatrix, TreeError> {
+        let held = self.named(ids, Role::Test).collect::<Result<Vec<_>, _>>()?;
+        let mut cm = ConfusionMatrix::new(self.layout.num_classes());
+        for partition in held {
+            partition.add_confusion(tree, &mut cm);
+        }
+        Ok(cm)
+    }
+
+    /// Every held partition of `role`, in id order.
+    pub fn ids_of(&self, role: Role) -> Vec<PartitionId> {
+        self.partitions.keys().filter(|id| id.role == role).copied().collect()
+    }
+
+    /// Checks that every named partition is held (and of `role`) without computing anything.
+    pub fn check_held(&self, ids: &[PartitionId], role: Role) -> Result<(), TreeError> {
+        self.named(ids, role).try_for_each(|p| p.map(|_| ()))
     }
 }
 
@@ -20,17 +151,16 @@ impl StatsSource for LocalStats {
     type Error = TreeError;
 
     fn histograms(&mut self, nodes: &[NodeId]) -> Result<Vec<NodeHistogram>, TreeError> {
-        let mut out = vec![NodeHistogram::zeros(&self.layout); nodes.len()];
-        for partition in &self.partitions {
-            partition.add_histograms(nodes, &self.layout, &mut out);
-        }
-        Ok(out)
+        let ids = self.ids_of(Role::Train);
+        self.histograms_of(&ids, nodes)
     }
 
     fn apply_splits(&mut self, first_index: usize, decisions: &[SplitDecision]) -> Result<(), TreeError> {
-        let new = self.log.append(first_index, decisions)?;
-        for partition in &mut self.partitions {
-            partition.apply_splits(new)?;
+        let new = self.log.append(first_index, decisions, &self.layout)?;
+        for (id, partition) in &mut self.partitions {
+            if id.role == Role::Train {
+                partition.apply_splits(new)?;
+            }
         }
         Ok(())
     }
@@ -67,13 +197,14 @@ mod tests {
     fn train(d: &Data, parts: usize, params: &ValidTreeParams) -> Tree {
         let partitions = (0..parts)
             .map(|p| {
+                let id = PartitionId::train(p as u32);
                 let rows: Vec<usize> = (p..d.labels.len()).step_by(parts).collect();
                 let cols: Vec<Vec<f64>> = d.columns.iter().map(|c| rows.iter().map(|&r| c[r]).collect()).collect();
                 let refs: Vec<&[f64]> = cols.iter().map(Vec::as_slice).collect();
-                BinnedPartition::from_columns(&refs, rows.iter().map(|&r| d.labels[r]).collect(), &d.edges, 3).expect("valid")
+                (id, BinnedPartition::from_columns(&refs, rows.iter().map(|&r| d.labels[r]).collect(), &d.edges, 3).expect("valid"))
             })
-            .collect();
-        let mut source = LocalStats::new(partitions, HistogramLayout::new(&d.edges, 3));
+            .collect::<Vec<_>>();
+        let mut source = LocalStats::with_partitions(HistogramLayout::new(&d.edges, 3), partitions);
         grow_tree(&mut source, &d.edges, 3, params, |_| {}).expect("grows").0
     }
 
@@ -160,8 +291,32 @@ mod tests {
     fn empty_training_set_is_an_error() {
         let d = data(0, 1);
         let params = TreeParams::default().check().expect("valid");
-        let partitions = vec![BinnedPartition::from_binned(vec![Vec::new(); 4], Vec::new())];
-        let mut source = LocalStats::new(partitions, HistogramLayout::new(&d.edges, 3));
+        let partitions = [(PartitionId::train(0), BinnedPartition::from_binned(vec![Vec::new(); 4], Vec::new()))];
+        let mut source = LocalStats::with_partitions(HistogramLayout::new(&d.edges, 3), partitions);
         assert_eq!(grow_tree(&mut source, &d.edges, 3, &params, |_| {}).map(|_| ()), Err(TreeError::EmptyTrainingSet));
+    }
+
+    #[test]
+    fn requests_name_held_partitions_of_the_right_role() {
+        let d = data(100, 4);
+        let layout = HistogramLayout::new(&d.edges, 3);
+        let refs: Vec<&[f64]> = d.columns.iter().map(Vec::as_slice).collect();
+        let part = || BinnedPartition::from_columns(&refs, d.labels.clone(), &d.edges, 3).expect("valid");
+        let mut stats = LocalStats::new(layout);
+        stats.insert(PartitionId::train(3), part()).expect("new");
+        stats.insert(PartitionId::test(3), part()).expect("new");
+        assert_eq!(stats.insert(PartitionId::train(3), part()), Err(TreeError::DuplicatePartition { partition: "train/3".into() }));
+        assert_eq!(
+            stats.histograms_of(&[PartitionId::train(4)], &[NodeId::ROOT]),
+            Err(TreeError::PartitionNotHeld { partition: "train/4".into() })
+        );
+        assert_eq!(
+            stats.histograms_of(&[PartitionId::test(3)], &[NodeId::ROOT]),
+            Err(TreeError::WrongPartitionRole { partition: "test/3".into() })
+        );
+        let one = stats.histograms_of(&[PartitionId::train(3)], &[NodeId::ROOT]).expect("held");
+        assert_eq!(one[0].counts.iter().sum::<u64>(), 100 * 4, "each row once per feature");
+        assert!(stats.remove(PartitionId::train(3)).is_some());
+        assert_eq!(stats.rows(), 100);
     }
 }

@@ -31,13 +31,47 @@ pub struct SplitLog {
 
 impl SplitLog {
     /// Appends `decisions`, which start at position `first_index`, and returns the ones that
-    /// are new (a retried request may overlap what is already logged).
-    pub fn append(&mut self, first_index: usize, decisions: &[SplitDecision]) -> Result<&[SplitDecision], TreeError> {
+    /// are new. A retried request may overlap what is already logged, but only with the same
+    /// decisions: a contradicting overlap is an error. Every new decision is checked against
+    /// `layout` before any is logged, so a refused request leaves the log as it was.
+    pub fn append(
+        &mut self,
+        first_index: usize,
+        decisions: &[SplitDecision],
+        layout: &HistogramLayout,
+    ) -> Result<&[SplitDecision], TreeError> {
         let have = self.decisions.len();
         if first_index > have {
             return Err(TreeError::SplitLogGap { expected: have, found: first_index });
         }
         let already = (have - first_index).min(decisions.len());
+        for (offset, (logged, found)) in self.decisions[first_index..].iter().zip(decisions).enumerate() {
+            if logged != found {
+                return Err(TreeError::SplitLogConflict {
+                    index: first_index + offset,
+                    logged: format!("{logged:?}"),
+                    found: format!("{found:?}"),
+                });
+            }
+        }
+        for (offset, d) in decisions[already..].iter().enumerate() {
+            let index = have + offset;
+            let invalid = |detail: String| TreeError::InvalidDecision { index, detail };
+            let feature = d.feature as usize;
+            if feature >= layout.num_features() {
+                return Err(invalid(format!("feature {} of {}", d.feature, layout.num_features())));
+            }
+            if usize::from(d.threshold_bin) + 1 >= layout.num_bins(feature) {
+                return Err(invalid(format!(
+                    "threshold bin {} leaves no bin on the right of feature {feature}'s {} bins",
+                    d.threshold_bin,
+                    layout.num_bins(feature)
+                )));
+            }
+            if d.left == d.right || d.left == d.node || d.right == d.node {
+                return Err(invalid(format!("node {} splits into {} and {}: the three must differ", d.node.0, d.left.0, d.right.0)));
+            }
+        }
         let start = self.decisions.len();
         self.decisions.extend_from_slice(&decisions[already..]);
         Ok(&self.decisions[start..])
@@ -161,7 +195,9 @@ impl BinnedPartition {
             if feature >= self.num_features() {
                 return Err(TreeError::UnknownFeature { feature: d.feature, features: self.num_features() });
             }
-            let Some(range) = self.node_rows.remove(&d.node) else { continue };
+            let Some(range) = self.node_rows.remove(&d.node) else {
+                continue;
+            };
             // Stable partition: left rows compact in place, right rows via scratch.
             self.scratch.clear();
             let mut write = range.start;
@@ -185,7 +221,9 @@ impl BinnedPartition {
     pub fn add_histograms(&self, nodes: &[NodeId], layout: &HistogramLayout, out: &mut [NodeHistogram]) {
         let classes = layout.num_classes();
         for (node, hist) in nodes.iter().zip(out.iter_mut()) {
-            let Some(range) = self.node_rows.get(node) else { continue };
+            let Some(range) = self.node_rows.get(node) else {
+                continue;
+            };
             let features = self.num_features();
             let starts: Vec<usize> = (0..features).map(|f| layout.feature_start(f)).collect();
             // u32 counters halve the histogram's cache footprint; a node's rows in one partition
@@ -241,11 +279,29 @@ mod tests {
     }
 
     #[test]
-    fn log_accepts_retries_and_rejects_gaps() {
+    fn log_accepts_retries_and_rejects_gaps_and_conflicts() {
+        let layout = HistogramLayout::new(&edges(), 2);
         let mut log = SplitLog::default();
-        assert_eq!(log.append(0, &[d(0, 0, 1, 2)]).expect("first").len(), 1);
-        assert_eq!(log.append(0, &[d(0, 0, 1, 2), d(1, 0, 3, 4)]).expect("overlap").to_vec(), vec![d(1, 0, 3, 4)]);
-        assert_eq!(log.append(5, &[d(2, 0, 5, 6)]), Err(TreeError::SplitLogGap { expected: 2, found: 5 }));
+        assert_eq!(log.append(0, &[d(0, 0, 1, 2)], &layout).expect("first").len(), 1);
+        assert_eq!(log.append(0, &[d(0, 0, 1, 2), d(1, 0, 3, 4)], &layout).expect("overlap").to_vec(), vec![d(1, 0, 3, 4)]);
+        assert_eq!(log.append(5, &[d(2, 0, 5, 6)], &layout), Err(TreeError::SplitLogGap { expected: 2, found: 5 }));
+        assert!(matches!(log.append(1, &[d(1, 1, 3, 4)], &layout), Err(TreeError::SplitLogConflict { index: 1, .. })));
+        assert_eq!(log.len(), 2, "a refused request logs nothing");
+    }
+
+    #[test]
+    fn log_refuses_decisions_that_would_lose_rows() {
+        let layout = HistogramLayout::new(&edges(), 2);
+        let mut log = SplitLog::default();
+        let bad_feature = SplitDecision { feature: 1, ..d(0, 0, 1, 2) };
+        assert!(matches!(log.append(0, &[bad_feature], &layout), Err(TreeError::InvalidDecision { index: 0, .. })));
+        assert!(
+            matches!(log.append(0, &[d(0, 2, 1, 2)], &layout), Err(TreeError::InvalidDecision { .. })),
+            "bin 2 of 3 leaves nothing right"
+        );
+        assert!(matches!(log.append(0, &[d(0, 0, 1, 1)], &layout), Err(TreeError::InvalidDecision { .. })), "left == right");
+        assert!(log.append(0, &[d(0, 0, 1, 2), d(3, 0, 7, 8)], &layout).is_ok(), "an unknown node routes nothing");
+        assert!(log.len() == 2);
     }
 
     #[test]

@@ -10,11 +10,10 @@ pub mod split;
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{Float64Array, RecordBatch, UInt8Array};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::array::RecordBatch;
+use canopy_proto::partition::{FeatureColumns, encode};
 use canopy_tree::{BinEdges, FeatureBins};
 use serde::Serialize;
 
@@ -37,8 +36,8 @@ pub struct Prepared {
     pub feature_names: Vec<String>,
     pub encoding: Encoding,
     pub edges: BinEdges,
-    /// One batch per partition (schema from [`partition_schema`]): UInt8 bins in exact mode,
-    /// Float64 values in ensemble mode, and "label" as UInt8.
+    /// One batch per partition in the partition format (`canopy_proto::partition`): UInt8 bins
+    /// in exact mode, Float64 values in ensemble mode, and "label" as UInt8.
     pub train: Vec<RecordBatch>,
     pub test: Vec<RecordBatch>,
     pub rows: RowCounts,
@@ -49,20 +48,6 @@ impl Prepared {
     pub fn num_classes(&self) -> usize {
         self.encoding.class_names.len()
     }
-}
-
-enum FeatureColumns {
-    Binned(Vec<Vec<u8>>),
-    Raw(Vec<Vec<f64>>),
-}
-
-/// The schema of partitions shipped to executors: UInt8 bins or Float64 values per feature,
-/// then the UInt8 label.
-pub fn partition_schema(feature_names: &[String], binned: bool) -> SchemaRef {
-    let feature_type = if binned { DataType::UInt8 } else { DataType::Float64 };
-    let mut fields: Vec<Field> = feature_names.iter().map(|n| Field::new(n, feature_type.clone(), false)).collect();
-    fields.push(Field::new("label", DataType::UInt8, false));
-    Arc::new(Schema::new(fields))
 }
 
 pub async fn prepare(exp: &ValidExperiment) -> Result<Prepared> {
@@ -109,18 +94,8 @@ pub async fn prepare(exp: &ValidExperiment) -> Result<Prepared> {
         Mode::Exact => FeatureColumns::Binned(bin_columns(columns, &edges)),
         Mode::Ensemble => FeatureColumns::Raw(columns),
     };
-    let schema = partition_schema(&feature_names, matches!(columns, FeatureColumns::Binned(_)));
     let batch = |rows: &Vec<u32>| -> Result<RecordBatch> {
-        let mut arrays: Vec<arrow::array::ArrayRef> = match &columns {
-            FeatureColumns::Binned(cols) => {
-                cols.iter().map(|c| Arc::new(UInt8Array::from_iter_values(rows.iter().map(|&r| c[r as usize]))) as _).collect()
-            }
-            FeatureColumns::Raw(cols) => {
-                cols.iter().map(|c| Arc::new(Float64Array::from_iter_values(rows.iter().map(|&r| c[r as usize]))) as _).collect()
-            }
-        };
-        arrays.push(Arc::new(UInt8Array::from_iter_values(rows.iter().map(|&r| labels[r as usize]))));
-        RecordBatch::try_new(schema.clone(), arrays).map_err(|e| DriverError::Internal(e.to_string()))
+        encode(&feature_names, &columns, &labels, rows).map_err(|e| DriverError::Internal(e.to_string()))
     };
     step("binned");
     let train = train_rows.iter().map(batch).collect::<Result<Vec<_>>>()?;

@@ -57,8 +57,17 @@ pub struct Executor {
 
 impl Executor {
     pub fn start(extra: &[&str]) -> Executor {
-        let mut child = Command::new(executor_bin())
-            .args(["--listen", "127.0.0.1:0", "--quiet"])
+        Executor::start_with(Command::new(executor_bin()), "127.0.0.1", extra)
+    }
+
+    /// Starts an executor on `host` (in its network namespace, if it has one).
+    pub fn start_on(host: &Host, extra: &[&str]) -> Executor {
+        Executor::start_with(host.command(&executor_bin()), &host.ip, extra)
+    }
+
+    fn start_with(mut command: Command, ip: &str, extra: &[&str]) -> Executor {
+        let mut child = command
+            .args(["--listen", &format!("{ip}:0"), "--quiet"])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -165,4 +174,79 @@ pub fn required_tool(name: &str) -> PathBuf {
         .map(|dir| dir.join(name))
         .find(|p| p.is_file());
     found.unwrap_or_else(|| panic!("`{name}` is not installed: run scripts/test.sh (it installs Debian's prometheus packages)"))
+}
+
+/// A host of a small test cluster: its own network namespace with a veth pair and an address
+/// when the tests run as root, else a 127.0.0.x address.
+pub struct Host {
+    pub ip: String,
+    /// The address that reaches the test's own host (where the driver listens) from here.
+    pub gateway: String,
+    netns: Option<String>,
+}
+
+impl Host {
+    /// A command that runs `program` on this host.
+    pub fn command(&self, program: &Path) -> Command {
+        match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(program);
+                c
+            }
+            None => Command::new(program),
+        }
+    }
+
+    pub fn is_namespace(&self) -> bool {
+        self.netns.is_some()
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if let Some(ns) = &self.netns {
+            // Deleting the namespace deletes its end of the veth pair, and so the pair.
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+fn run_ip(args: &[&str]) -> bool {
+    Command::new("ip").args(args).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+}
+
+/// `n` hosts: network namespaces when possible (root, `ip netns`), else loopback addresses.
+pub fn hosts(n: usize) -> Vec<Host> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    (0..n)
+        .map(|_| {
+            let k = NEXT.fetch_add(1, Ordering::Relaxed);
+            let ns = format!("canopy-{}-{k}", std::process::id());
+            let (outside, inside) = (format!("cvo{}-{k}", std::process::id() % 10000), format!("cvi{}-{k}", std::process::id() % 10000));
+            let (gateway, ip) = (format!("10.213.{k}.1"), format!("10.213.{k}.2"));
+            let made = run_ip(&["netns", "add", &ns])
+                && run_ip(&["link", "add", &outside, "type", "veth", "peer", "name", &inside])
+                && run_ip(&["link", "set", &inside, "netns", &ns])
+                && run_ip(&["addr", "add", &format!("{gateway}/24"), "dev", &outside])
+                && run_ip(&["link", "set", &outside, "up"])
+                && run_ip(&["netns", "exec", &ns, "ip", "addr", "add", &format!("{ip}/24"), "dev", &inside])
+                && run_ip(&["netns", "exec", &ns, "ip", "link", "set", &inside, "up"])
+                && run_ip(&["netns", "exec", &ns, "ip", "link", "set", "lo", "up"]);
+            if made {
+                Host { ip, gateway, netns: Some(ns) }
+            } else {
+                let _ = Command::new("ip").args(["netns", "del", &ns]).stderr(Stdio::null()).status();
+                let _ = Command::new("ip").args(["link", "del", &outside]).stderr(Stdio::null()).status();
+                Host { ip: format!("127.0.0.{}", 10 + k % 200), gateway: "127.0.0.1".into(), netns: None }
+            }
+        })
+        .collect()
+}
+
+/// Reads one sample of a metric from a Prometheus text endpoint.
+pub fn metric(addr: &str, name: &str) -> Option<f64> {
+    let (_, body) = http_get(addr, "/metrics").ok()?;
+    body.lines().find(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' '])).and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }

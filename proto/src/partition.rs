@@ -1,0 +1,178 @@
+//! The partition format: how a partition's rows travel from the driver to an executor as Arrow
+//! record batches (Arrow Flight DoPut), and how both sides read them back. One column per
+//! feature, named as in the job's bin edges: UInt8 bins (exact mode: the driver binned them) or
+//! Float64 values (ensemble mode, whose linfa trees need raw values); then the UInt8 "label".
+//! The in-process learner decodes its partitions with the same function as the executors.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, Float64Array, RecordBatch, UInt8Array};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use canopy_tree::{BinEdges, BinnedPartition, TreeError};
+use thiserror::Error;
+
+/// The label column's name.
+pub const LABEL: &str = "label";
+
+#[derive(Debug, Error, PartialEq)]
+pub enum PartitionFormatError {
+    #[error("column '{column}' is missing")]
+    MissingColumn { column: String },
+    #[error("column '{column}' has {nulls} nulls")]
+    Nulls { column: String, nulls: usize },
+    #[error("column '{column}' must be {expected}, got {found}")]
+    WrongType { column: String, expected: &'static str, found: String },
+    #[error("feature columns mix UInt8 bins and Float64 values")]
+    MixedEncodings,
+    #[error("ensemble mode needs Float64 feature values, got UInt8 bins")]
+    BinsWithoutValues,
+    #[error("{0}")]
+    Rows(#[from] TreeError),
+    #[error("cannot build the record batch: {0}")]
+    Arrow(String),
+}
+
+/// Feature values of every loaded row, one vector per feature.
+pub enum FeatureColumns {
+    /// Bins, one byte a value (exact mode).
+    Binned(Vec<Vec<u8>>),
+    /// Raw values (ensemble mode).
+    Raw(Vec<Vec<f64>>),
+}
+
+impl FeatureColumns {
+    fn is_binned(&self) -> bool {
+        matches!(self, FeatureColumns::Binned(_))
+    }
+}
+
+/// The schema of partitions: UInt8 bins or Float64 values per feature, then the UInt8 label.
+pub fn schema(feature_names: &[String], binned: bool) -> SchemaRef {
+    let feature_type = if binned { DataType::UInt8 } else { DataType::Float64 };
+    let mut fields: Vec<Field> = feature_names.iter().map(|n| Field::new(n, feature_type.clone(), false)).collect();
+    fields.push(Field::new(LABEL, DataType::UInt8, false));
+    Arc::new(Schema::new(fields))
+}
+
+/// One partition's batch: the rows `rows` (indexes into `columns` and `labels`).
+pub fn encode(
+    feature_names: &[String],
+    columns: &FeatureColumns,
+    labels: &[u8],
+    rows: &[u32],
+) -> Result<RecordBatch, PartitionFormatError> {
+    let pick = |r: &u32| *r as usize;
+    let mut arrays: Vec<ArrayRef> = match columns {
+        FeatureColumns::Binned(cols) => {
+            cols.iter().map(|c| Arc::new(UInt8Array::from_iter_values(rows.iter().map(|r| c[pick(r)]))) as ArrayRef).collect()
+        }
+        FeatureColumns::Raw(cols) => {
+            cols.iter().map(|c| Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| c[pick(r)]))) as ArrayRef).collect()
+        }
+    };
+    arrays.push(Arc::new(UInt8Array::from_iter_values(rows.iter().map(|r| labels[pick(r)]))));
+    RecordBatch::try_new(schema(feature_names, columns.is_binned()), arrays).map_err(|e| PartitionFormatError::Arrow(e.to_string()))
+}
+
+/// Raw feature values of a partition, kept only in ensemble mode (linfa fits on raw values).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawRows {
+    /// Row-major, one value per feature per row.
+    pub values: Vec<f64>,
+    pub labels: Vec<u8>,
+}
+
+/// A decoded partition: its binned rows, and its raw values when asked for.
+pub struct Decoded {
+    pub binned: BinnedPartition,
+    pub raw: Option<RawRows>,
+}
+
+fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, PartitionFormatError> {
+    let col = batch.column_by_name(name).ok_or_else(|| PartitionFormatError::MissingColumn { column: name.to_string() })?;
+    if col.null_count() > 0 {
+        return Err(PartitionFormatError::Nulls { column: name.to_string(), nulls: col.null_count() });
+    }
+    Ok(col)
+}
+
+fn typed<'a, T: 'static>(col: &'a ArrayRef, name: &str, expected: &'static str) -> Result<&'a T, PartitionFormatError> {
+    col.as_any().downcast_ref::<T>().ok_or_else(|| PartitionFormatError::WrongType {
+        column: name.to_string(),
+        expected,
+        found: col.data_type().to_string(),
+    })
+}
+
+/// Decodes one partition's batches against the job's edges; `keep_raw` also returns row-major
+/// raw values (ensemble mode). Every bin and label is checked.
+pub fn decode(batches: &[RecordBatch], edges: &BinEdges, num_classes: usize, keep_raw: bool) -> Result<Decoded, PartitionFormatError> {
+    let names: Vec<&str> = edges.features.iter().map(|f| f.name.as_str()).collect();
+    let mut labels = Vec::new();
+    for batch in batches {
+        labels.extend_from_slice(typed::<UInt8Array>(column(batch, LABEL)?, LABEL, "UInt8")?.values());
+    }
+    let prebinned = match (batches.first(), names.first()) {
+        (Some(batch), Some(name)) => *column(batch, name)?.data_type() == DataType::UInt8,
+        _ => false,
+    };
+    if prebinned {
+        if keep_raw {
+            return Err(PartitionFormatError::BinsWithoutValues);
+        }
+        let mut columns: Vec<Vec<u8>> = vec![Vec::with_capacity(labels.len()); names.len()];
+        for batch in batches {
+            for (all, name) in columns.iter_mut().zip(&names) {
+                all.extend_from_slice(typed::<UInt8Array>(column(batch, name)?, name, "UInt8 bins")?.values());
+            }
+        }
+        let refs: Vec<&[u8]> = columns.iter().map(Vec::as_slice).collect();
+        return Ok(Decoded { binned: BinnedPartition::from_bin_columns(&refs, &labels, edges, num_classes)?, raw: None });
+    }
+    let mut columns: Vec<Vec<f64>> = vec![Vec::with_capacity(labels.len()); names.len()];
+    for batch in batches {
+        for (all, name) in columns.iter_mut().zip(&names) {
+            let values = match column(batch, name)?.data_type() {
+                DataType::UInt8 => return Err(PartitionFormatError::MixedEncodings),
+                _ => typed::<Float64Array>(column(batch, name)?, name, "Float64")?.values(),
+            };
+            all.extend_from_slice(values);
+        }
+    }
+    let raw = keep_raw
+        .then(|| RawRows { values: (0..labels.len()).flat_map(|r| columns.iter().map(move |c| c[r])).collect(), labels: labels.clone() });
+    let refs: Vec<&[f64]> = columns.iter().map(Vec::as_slice).collect();
+    Ok(Decoded { binned: BinnedPartition::from_columns(&refs, labels, edges, num_classes)?, raw })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use canopy_tree::FeatureBins;
+
+    fn edges() -> BinEdges {
+        BinEdges { features: vec![FeatureBins { name: "x".into(), thresholds: vec![0.5, 1.5] }] }
+    }
+
+    #[test]
+    fn binned_and_raw_partitions_round_trip() {
+        let names = vec!["x".to_string()];
+        let labels = [1, 0, 1];
+        let raw = encode(&names, &FeatureColumns::Raw(vec![vec![2.0, 0.0, 1.0]]), &labels, &[2, 0]).expect("encodes");
+        let decoded = decode(&[raw], &edges(), 2, true).expect("decodes");
+        assert_eq!(decoded.raw, Some(RawRows { values: vec![1.0, 2.0], labels: vec![1, 1] }));
+        let binned = encode(&names, &FeatureColumns::Binned(vec![vec![2, 0, 1]]), &labels, &[0, 1, 2]).expect("encodes");
+        assert_eq!(decode(std::slice::from_ref(&binned), &edges(), 2, false).expect("decodes").binned.num_rows(), 3);
+        assert_eq!(decode(&[binned], &edges(), 2, true).err(), Some(PartitionFormatError::BinsWithoutValues));
+    }
+
+    #[test]
+    fn wrong_batches_are_named() {
+        let other = vec!["y".to_string()];
+        let batch = encode(&other, &FeatureColumns::Binned(vec![vec![0]]), &[0], &[0]).expect("encodes");
+        assert_eq!(decode(&[batch], &edges(), 2, false).err(), Some(PartitionFormatError::MissingColumn { column: "x".into() }));
+        let names = vec!["x".to_string()];
+        let batch = encode(&names, &FeatureColumns::Binned(vec![vec![3]]), &[0], &[0]).expect("encodes");
+        assert!(matches!(decode(&[batch], &edges(), 2, false), Err(PartitionFormatError::Rows(TreeError::BinOutOfRange { bin: 3, .. }))));
+    }
+}
