@@ -141,13 +141,14 @@ runs = dashboard(
             ("max by (executors) (canopy_run_driver_peak_heap_bytes)", "{{executors}} driver")]),
         ("Driver phase time (mean)", "timeseries", "s", [
             ("sum by (phase) (canopy_driver_phase_duration_seconds_sum) / sum by (phase) (canopy_driver_phase_duration_seconds_count)", "{{phase}}")]),
-        ("Saturation: (pending + running) per executor", "timeseries", "short", [
-            ("max(canopy_driver_saturation_ratio)", "saturation"),
-            ("max(canopy_driver_tasks_pending)", "pending"),
-            ("max(canopy_driver_tasks_running)", "running")]),
-        ("Executors registered and alive", "timeseries", "short", [
+        ("Autoscaling: executors wanted per registered", "timeseries", "short", [
+            ("max(canopy_driver_saturation_ratio)", "saturation (wanted / registered)"),
+            ("max(canopy_driver_tasks_pending)", "tasks pending"),
+            ("max(canopy_driver_tasks_running)", "tasks running")]),
+        ("Executors wanted, registered and working", "timeseries", "short", [
+            ("max(canopy_driver_executors_wanted)", "wanted"),
             ("max(canopy_driver_executors_registered)", "registered"),
-            ("max(canopy_driver_executors_alive)", "alive")]),
+            ("max(canopy_driver_executors_alive)", "working for the run")]),
         ("Retries and lost executors", "timeseries", "short", [
             ("max(canopy_driver_tasks_retried_total)", "retried steps"),
             ("max(canopy_driver_executor_failures_total)", "lost executors")]),

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: installs the tools the tests use when they are missing (Debian's
 # prometheus and prometheus-pushgateway; dashboards/check.sh fetches its npm and PyPI tools),
-# runs `cargo test --workspace`, then the offline dashboard checks.
+# checks formatting and lints (rustfmt, clippy -D warnings), runs `cargo test --workspace`,
+# then the offline dashboard checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,8 @@ fi
 
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo test --workspace 2>&1 | tee "$log"
 dashboards/check.sh 2>&1 | tee -a "$log"
 # One closing line for everything (cargo prints one per test binary).

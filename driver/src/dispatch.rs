@@ -101,6 +101,8 @@ pub struct Dispatcher {
     task_timeout: Duration,
     metrics: DriverMetrics,
     warned_no_successor: bool,
+    /// Registered executors that could not start the job: not asked again in this run.
+    refused: BTreeSet<ExecutorId>,
     pub failures: Vec<FailureRecord>,
     pub membership: Vec<MembershipEvent>,
     pub retries: u64,
@@ -134,6 +136,7 @@ impl Dispatcher {
             task_timeout,
             metrics,
             warned_no_successor: false,
+            refused: BTreeSet::new(),
             failures: Vec::new(),
             membership: Vec::new(),
             retries: 0,
@@ -143,7 +146,7 @@ impl Dispatcher {
         let begun = futures::future::join_all(begins).await;
         for (member, result) in initial.into_iter().zip(begun) {
             match result {
-                Ok(()) => d.admit(member),
+                Ok(()) => d.admit(member, 0.0),
                 Err(CallError::Lost(reason) | CallError::Fatal(reason)) => {
                     warn!(executor = %member.handle.id, %reason, "executor could not start the job");
                     d.failures.push(FailureRecord {
@@ -159,10 +162,9 @@ impl Dispatcher {
         Ok(d)
     }
 
-    fn admit(&mut self, member: Member) {
+    fn admit(&mut self, member: Member, joined_at_seconds: f64) {
         let id = member.handle.id.clone();
         self.registry.set_busy(&id, true);
-        let joined_at_seconds = if self.members.is_empty() && self.owner.is_empty() { 0.0 } else { self.started.elapsed().as_secs_f64() };
         self.members.insert(
             id.clone(),
             RunMember {
@@ -348,17 +350,24 @@ impl Dispatcher {
     /// Starts the job on executors that registered since, up to the cap; returns them.
     async fn take_joiners(&mut self, staying: usize) -> Vec<ExecutorId> {
         let room = self.cap.saturating_sub(staying);
-        let candidates: Vec<Member> =
-            self.registry.available().into_iter().filter(|m| !self.members.contains_key(&m.handle.id)).take(room).collect();
+        let candidates: Vec<Member> = self
+            .registry
+            .available()
+            .into_iter()
+            .filter(|m| !self.members.contains_key(&m.handle.id) && !self.refused.contains(&m.handle.id))
+            .take(room)
+            .collect();
         let mut joined = Vec::new();
         for member in candidates {
             match self.begin_job(member.handle.clone()).await {
                 Ok(()) => {
                     joined.push(member.handle.id.clone());
-                    self.admit(member);
+                    let at = self.started.elapsed().as_secs_f64();
+                    self.admit(member, at);
                 }
                 Err(CallError::Lost(reason) | CallError::Fatal(reason)) => {
                     warn!(executor = %member.handle.id, %reason, "a registered executor could not join the job");
+                    self.refused.insert(member.handle.id.clone());
                 }
             }
         }
@@ -740,6 +749,10 @@ impl Drop for Dispatcher {
         let request = v1::EndJobRequest { job_id: self.job_id.clone() };
         for member in self.members.values() {
             self.registry.set_busy(&member.handle.id, false);
+            // A decommissioning executor whose job ended with the run leaves the pool now.
+            if self.registry.get(&member.handle.id).is_some_and(|m| m.leaving) {
+                self.registry.remove(&member.handle.id);
+            }
             if member.status == MemberStatus::Active && member.stats.is_none() {
                 let mut client = member.handle.control.clone();
                 let request = request.clone();

@@ -52,15 +52,18 @@ pub enum Plan {
     InProcess,
 }
 
+/// What a plan left: the report, the files written, and the cluster, which keeps serving
+/// registrations and heartbeats until it is dropped (executors that leave after the last run
+/// are still seen, and the metrics stay true while `/metrics` lingers).
+pub struct Finished {
+    pub report: Report,
+    pub written: Vec<PathBuf>,
+    pub cluster: Option<Cluster>,
+}
+
 /// Prepares the data once, runs the plan, writes the report under `out` and returns it.
 /// Each finished run is published on `obs` (and pushed, if it has a Pushgateway).
-pub async fn run_plan(
-    exp: &ValidExperiment,
-    plan: &Plan,
-    timeouts: &Timeouts,
-    out: &Path,
-    obs: &Observability,
-) -> Result<(Report, Vec<PathBuf>)> {
+pub async fn run_plan(exp: &ValidExperiment, plan: &Plan, timeouts: &Timeouts, out: &Path, obs: &Observability) -> Result<Finished> {
     let metrics = &obs.metrics;
     if let Plan::Sweep { counts, repeat, .. } = plan {
         if counts.is_empty() || counts.contains(&0) {
@@ -81,6 +84,7 @@ pub async fn run_plan(
         "data prepared"
     );
     let mut runs: Vec<(u32, RunResult)> = Vec::new();
+    let mut started = None;
     match plan {
         Plan::InProcess => {
             let result = run::run_in_process(&prepared, exp, metrics)?;
@@ -97,6 +101,7 @@ pub async fn run_plan(
                 }
             }
             metrics.set_wanted(cluster.spec.min_executors);
+            started = Some(cluster);
             // Sweep order for the report: by count, then repetition.
             runs.sort_by_key(|(rep, r)| (counts.iter().position(|&c| c == r.executors), *rep));
         }
@@ -104,12 +109,13 @@ pub async fn run_plan(
             let cluster = Cluster::start(cluster.clone(), timeouts, metrics).await?;
             let result = distributed_run(&prepared, exp, &cluster, None, timeouts, obs).await?;
             metrics.set_wanted(cluster.spec.min_executors);
+            started = Some(cluster);
             runs.push((1, result));
         }
     }
     let report = Report::new(&prepared, &exp.tree, &exp.split, exp.mode, &runs);
     let written = report::write_all(out, &report, &runs)?;
-    Ok((report, written))
+    Ok(Finished { report, written, cluster: started })
 }
 
 /// One distributed run, published on `obs` when it finishes.

@@ -208,8 +208,10 @@ impl ClusterArgs {
         });
         let min_executors = self.min_executors.or(executors).unwrap_or(1);
         let max_executors = self.max_executors.or(executors);
-        if max_executors.is_some_and(|max| max < min_executors.max(1)) {
-            anyhow::bail!("--max-executors ({max_executors:?}) is below --min-executors ({min_executors})");
+        if let Some(max) = max_executors
+            && max < min_executors.max(1)
+        {
+            anyhow::bail!("--max-executors {max} is below --min-executors {min_executors} (or 1)");
         }
         Ok(ClusterSpec {
             listen: self.listen,
@@ -254,10 +256,11 @@ impl RunArgs {
         let plan = plan(self)?;
         let linger = if self.linger_seconds == 0.0 { Duration::ZERO } else { seconds("linger-seconds", self.linger_seconds)? };
         let obs = Observability::start(self.metrics_listen, self.pushgateway.clone(), linger).await?;
-        let (report, written) = run_plan(&exp, &plan, &self.cluster.timeouts()?, &self.out, &obs).await?;
-        emit(&report.table())?;
-        tracing::info!(files = written.len(), out = %self.out.display(), "report written");
+        let finished = run_plan(&exp, &plan, &self.cluster.timeouts()?, &self.out, &obs).await?;
+        emit(&finished.report.table())?;
+        tracing::info!(files = finished.written.len(), out = %self.out.display(), "report written");
         obs.finish().await;
+        drop(finished.cluster);
         Ok(())
     }
 }

@@ -143,7 +143,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             _ = interrupt.recv() => { stop(&stop_tx, server, metrics_task).await; return Ok(()); }
         };
         match registered {
-            Ok(interval) => heartbeats = Some(tokio::spawn(link.clone().keep_registered(interval))),
+            Ok(interval) => {
+                let service = service.clone();
+                heartbeats = Some(tokio::spawn(link.clone().keep_registered(interval, move || service.abandon_job())));
+            }
             Err(e) => {
                 stop(&stop_tx, server, metrics_task).await;
                 return Err(e.into());
@@ -177,7 +180,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(link) = &link
         && let Err(e) = link.decommission().await
     {
-        warn!(error = %e, "could not tell the driver; a driver running our job sees the decommission in its next heartbeat");
+        if *has_job.borrow() {
+            warn!(error = %e, "could not tell the driver; a driver running our job sees the decommission in its next heartbeat");
+        } else {
+            info!(error = %e, "could not tell the driver, which has no job of ours");
+        }
     }
     tokio::select! {
         r = tokio::time::timeout(grace, has_job.wait_for(|active| !*active)) => match r {

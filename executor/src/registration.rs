@@ -128,7 +128,7 @@ impl DriverLink {
                             last_error,
                         });
                     }
-                    warn!(driver = %self.driver, attempt, error = %last_error, retry_in_ms = backoff.as_millis() as u64, "driver not reachable yet");
+                    info!(driver = %self.driver, attempt, error = %last_error, retry_in_ms = backoff.as_millis() as u64, "driver not reachable yet");
                 }
             }
             tokio::time::sleep(backoff).await;
@@ -136,38 +136,40 @@ impl DriverLink {
         }
     }
 
-    /// Sends heartbeats forever; registers again when the driver no longer knows us (it was
-    /// restarted, or declared us lost) or when it went away and came back.
-    pub async fn keep_registered(self, mut interval: Duration) {
-        let mut known = true;
+    /// Sends heartbeats forever. When a driver answers that it does not know us (it was
+    /// restarted at the same address, or declared us lost), `on_new_driver` runs (a job of a
+    /// driver that forgot us will never end) and we register again. A driver that does not
+    /// answer is only logged: it may be busy, and a new one answers "unknown" when it is up.
+    pub async fn keep_registered(self, mut interval: Duration, on_new_driver: impl Fn() + Send) {
+        let mut unreachable = false;
         loop {
             tokio::time::sleep(interval).await;
-            if known {
-                let beat = async {
-                    let mut client = self.client().await?;
-                    let request = ExecutorHeartbeatRequest { executor_id: self.executor_id.clone() };
-                    client.executor_heartbeat(request).await.map(|r| r.into_inner().known).map_err(|s| s.message().to_string())
-                };
-                match beat.await {
-                    Ok(true) => continue,
-                    Ok(false) => {
-                        warn!(driver = %self.driver, "the driver does not know this executor any more; registering again")
+            let beat = async {
+                let mut client = self.client().await?;
+                let request = ExecutorHeartbeatRequest { executor_id: self.executor_id.clone() };
+                client.executor_heartbeat(request).await.map(|r| r.into_inner().known).map_err(|s| s.message().to_string())
+            };
+            match beat.await {
+                Ok(true) => unreachable = false,
+                Ok(false) => {
+                    warn!(driver = %self.driver, "the driver does not know this executor; registering again");
+                    on_new_driver();
+                    loop {
+                        match self.register(None).await {
+                            Ok(new_interval) => break interval = new_interval,
+                            Err(e) => {
+                                warn!(error = %e, "registration refused; retrying");
+                                tokio::time::sleep(MAX_BACKOFF).await;
+                            }
+                        }
                     }
-                    Err(e) => {
-                        warn!(driver = %self.driver, error = %e, "heartbeat to the driver failed; registering again")
-                    }
+                    unreachable = false;
                 }
-                known = false;
-            }
-            match self.register(None).await {
-                Ok(new_interval) => {
-                    interval = new_interval;
-                    known = true;
+                Err(e) if !unreachable => {
+                    warn!(driver = %self.driver, error = %e, "heartbeat to the driver failed; retrying");
+                    unreachable = true;
                 }
-                Err(e) => {
-                    warn!(error = %e, "registration refused; retrying later");
-                    tokio::time::sleep(MAX_BACKOFF).await;
-                }
+                Err(_) => {}
             }
         }
     }

@@ -77,6 +77,17 @@ impl ExecutorService {
         self.inner.decommissioning.store(true, Ordering::Relaxed);
     }
 
+    /// Drops the active job, if any: its driver is gone or no longer knows us.
+    pub fn abandon_job(&self) {
+        if let Ok(mut guard) = self.inner.lock_job()
+            && let Some(job) = guard.take()
+        {
+            warn!(job = %job.id, "dropping the job of a driver that no longer knows this executor");
+            self.inner.has_job.send_replace(false);
+            self.inner.metrics.rows_held.set(0);
+        }
+    }
+
     /// Whether a job is active, and its changes.
     pub fn job_watch(&self) -> watch::Receiver<bool> {
         self.inner.has_job.subscribe()
