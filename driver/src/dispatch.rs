@@ -266,14 +266,7 @@ impl Dispatcher {
         let orphans = self.owner.values().filter(|o| *o == id).count();
         warn!(executor = %id, during, %error, orphans, "executor lost; reassigning its partitions");
         self.failures.push(FailureRecord { executor_id: id.0.clone(), during: during.to_string(), error, partitions_reassigned: orphans });
-        self.membership.push(MembershipEvent {
-            change: MembershipChange::Lost,
-            executor_id: id.0.clone(),
-            at_seconds: self.started.elapsed().as_secs_f64(),
-            step: self.step_count(),
-            partitions_moved: orphans,
-            bytes_moved: 0,
-        });
+        self.record(MembershipChange::Lost, id, orphans, 0);
     }
 
     /// The step boundary: takes in executors that registered, lets decommissioning ones go,
@@ -316,14 +309,7 @@ impl Dispatcher {
             for id in &joined {
                 let (partitions_moved, bytes_moved) = moved_in.get(id).copied().unwrap_or_default();
                 info!(executor = %id, partitions = partitions_moved, bytes = bytes_moved, step = self.step_count(), "executor joined the job");
-                self.membership.push(MembershipEvent {
-                    change: MembershipChange::Join,
-                    executor_id: id.0.clone(),
-                    at_seconds: self.started.elapsed().as_secs_f64(),
-                    step: self.step_count(),
-                    partitions_moved,
-                    bytes_moved,
-                });
+                self.record(MembershipChange::Join, id, partitions_moved, bytes_moved);
             }
             for (from, (_, bytes)) in &moved_out {
                 if let Some(event) =
@@ -389,14 +375,14 @@ impl Dispatcher {
         self.registry.remove(id);
         self.metrics.run_members(self.active().len());
         info!(executor = %id, partitions = partitions_moved, "executor left the job");
-        self.membership.push(MembershipEvent {
-            change: MembershipChange::Leave,
-            executor_id: id.0.clone(),
-            at_seconds: self.started.elapsed().as_secs_f64(),
-            step: self.step_count(),
-            partitions_moved,
-            bytes_moved,
-        });
+        self.record(MembershipChange::Leave, id, partitions_moved, bytes_moved);
+    }
+
+    /// A change of the run's executors, for the report.
+    fn record(&mut self, change: MembershipChange, id: &ExecutorId, partitions_moved: usize, bytes_moved: u64) {
+        let at_seconds = self.started.elapsed().as_secs_f64();
+        let step = self.step_count();
+        self.membership.push(MembershipEvent { change, executor_id: id.0.clone(), at_seconds, step, partitions_moved, bytes_moved });
     }
 
     /// Ships each partition to its new owner (each executor's in turn, executors at once),
@@ -525,10 +511,15 @@ impl Dispatcher {
                     groups.entry(owner.clone()).or_default().push(*p);
                 }
             }
+            if groups.is_empty() {
+                return Err(DriverError::Internal(format!("{} partitions have no executor after the step boundary", uncovered.len())));
+            }
             let now = Instant::now();
             for id in groups.keys() {
                 if let Some(member) = self.members.get_mut(id) {
-                    member.registration_to_first_task.get_or_insert_with(|| now.duration_since(member.registered_at).as_secs_f64());
+                    // Registered before the run: counted from the run's start.
+                    let since = member.registered_at.max(self.started);
+                    member.registration_to_first_task.get_or_insert_with(|| now.duration_since(since).as_secs_f64());
                 }
             }
             self.metrics.tasks_moved(0, groups.len() as i64);

@@ -23,7 +23,8 @@ pub struct ExecutorReport {
     /// Seconds from the run's start to this executor's first task of the run (0 for those
     /// that started the job).
     pub joined_at_seconds: f64,
-    /// Seconds from its registration with the driver to its first task of this run.
+    /// Seconds from its registration with the driver (or the run's start, for an executor
+    /// registered before it) to its first task of this run: the cost of joining.
     pub registration_to_first_task_seconds: Option<f64>,
     pub tasks: u64,
     pub busy_seconds: BTreeMap<String, f64>,
