@@ -102,3 +102,49 @@ fn losing_every_executor_is_a_clear_error_with_no_output() {
     assert!(last.starts_with("error: no executor left: all 1 failed"), "{log}");
     assert!(!out.exists(), "nothing written after a failed run");
 }
+
+/// Whether process `pid` still runs (a zombie waiting for its reaper does not).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
+}
+
+#[test]
+fn spawned_executors_stop_when_the_driver_is_killed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let mut child = driver_command(&[
+        "train",
+        "--executors",
+        "2",
+        "--executor-arg=--inject-task-delay-ms",
+        "--executor-arg=300",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut pids = Vec::new();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(pid) = line.split("pid=").nth(1).and_then(|p| p.split_whitespace().next()?.parse::<u32>().ok()) {
+            pids.push(pid);
+        }
+        if line.contains("tree level done") {
+            break;
+        }
+    }
+    assert_eq!(pids.len(), 2, "both executors connected");
+    // SIGKILL: the driver runs no cleanup at all; the executors notice by themselves.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while pids.iter().any(|&p| running(p)) {
+        assert!(std::time::Instant::now() < deadline, "executors {pids:?} outlived their driver");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(!out.exists(), "nothing written by a killed run");
+}

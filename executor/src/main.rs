@@ -155,18 +155,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     let parent = async { if args.exit_with_parent { parent_exited().await } else { std::future::pending().await } };
-    let served = tokio::select! {
-        served = &mut server => Some(served),
-        _ = terminate.recv() => None,
-        _ = interrupt.recv() => None,
-        _ = parent => {
-            warn!("the driver that started this executor is gone; exiting");
-            None
+    tokio::select! {
+        served = &mut server => {
+            served.context("executor server task failed")?.context("executor server failed")?;
+            return Ok(());
         }
-    };
-    if let Some(served) = served {
-        served.context("executor server task failed")?.context("executor server failed")?;
-        return Ok(());
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+        _ = parent => {
+            // Nobody is left to move our partitions to: no decommission.
+            warn!("the driver that started this executor is gone; exiting");
+            stop(&stop_tx, server, metrics_task).await;
+            return Ok(());
+        }
     }
     // Decommission: take no new job, let the driver move our partitions and end our job, and
     // exit once it has (or when the grace period is over, or on a second signal).
