@@ -149,6 +149,7 @@ impl Dispatcher {
                 Ok(()) => d.admit(member, 0.0),
                 Err(CallError::Lost(reason) | CallError::Fatal(reason)) => {
                     warn!(executor = %member.handle.id, %reason, "executor could not start the job");
+                    d.refused.insert(member.handle.id.clone());
                     d.failures.push(FailureRecord {
                         executor_id: member.handle.id.0.clone(),
                         during: "begin job".into(),
