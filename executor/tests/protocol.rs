@@ -99,6 +99,10 @@ async fn tasks_without_a_job_or_for_another_job_are_refused() {
     );
     let nan = vec![v1::FeatureBins { name: "x".into(), thresholds: vec![f64::NAN] }];
     assert_eq!(c.begin_job(begin("c", nan)).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+    let err = c.begin_job(begin("c", vec![])).await.unwrap_err();
+    assert_eq!((err.code(), err.message()), (tonic::Code::InvalidArgument, "invalid request: a job needs at least one feature"));
+    let err = c.begin_job(begin("", x_bins())).await.unwrap_err();
+    assert_eq!((err.code(), err.message()), (tonic::Code::InvalidArgument, "invalid request: job_id is empty"));
     // EndJob twice is harmless: the same answer.
     let first = c.end_job(v1::EndJobRequest { job_id: "a".into() }).await.unwrap().into_inner();
     let second = c.end_job(v1::EndJobRequest { job_id: "a".into() }).await.unwrap().into_inner();
@@ -161,4 +165,28 @@ async fn a_refused_split_log_entry_is_not_logged() {
     let contradiction = v1::SplitDecision { left: 2, right: 1, ..split(0) };
     let err = c.apply_splits(request(vec![contradiction])).await.unwrap_err();
     assert!(err.message().starts_with("split log conflict at decision #0"), "{}", err.message());
+}
+
+#[tokio::test]
+async fn ensemble_requests_are_checked_before_linfa_sees_them() {
+    let executor = start();
+    let mut c = client(&executor.addr).await;
+    let job = BeginJobRequest { mode: v1::JobMode::Ensemble as i32, ..begin("e", x_bins()) };
+    c.begin_job(job).await.unwrap();
+    let request = |min_instances_per_node, impurity| v1::TrainLocalTreeRequest {
+        job_id: "e".into(),
+        max_depth: 3,
+        min_instances_per_node,
+        min_info_gain: 0.0,
+        impurity,
+        partitions: vec![],
+    };
+    // proto3's default 0 used to panic inside linfa while the job lock was held.
+    let err = c.train_local_tree(request(0, v1::Impurity::Gini as i32)).await.unwrap_err();
+    assert_eq!((err.code(), err.message()), (tonic::Code::InvalidArgument, "invalid request: min_instances_per_node must be at least 1"));
+    let err = c.train_local_tree(request(1, 0)).await.unwrap_err();
+    assert_eq!((err.code(), err.message()), (tonic::Code::InvalidArgument, "field impurity is missing or unspecified"));
+    // The executor still serves the job.
+    let err = c.train_local_tree(request(1, v1::Impurity::Entropy as i32)).await.unwrap_err();
+    assert_eq!(err.message(), "invalid request: the named partitions hold no training rows");
 }
