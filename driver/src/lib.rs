@@ -73,6 +73,22 @@ pub async fn run_plan(exp: &ValidExperiment, plan: &Plan, timeouts: &Timeouts, o
             return Err(DriverError::Config("--repeat must be at least 1".into()));
         }
     }
+    // The cluster starts first: executors start and register while the data is prepared, and
+    // an autoscaler already sees the first run's wanted count.
+    let (cluster, first_wanted, runs_to_do): (_, _, Vec<(u32, Option<usize>)>) = match plan {
+        Plan::InProcess => (None, 0, Vec::new()),
+        Plan::Sweep { counts, repeat, cluster } => {
+            let runs = (1..=*repeat).flat_map(|rep| counts.iter().map(move |&n| (rep, Some(n)))).collect();
+            (Some(Cluster::start(cluster.clone(), timeouts, metrics).await?), counts[0], runs)
+        }
+        Plan::Elastic { cluster } => {
+            let cap = cluster.max_executors.unwrap_or(usize::MAX);
+            (Some(Cluster::start(cluster.clone(), timeouts, metrics).await?), cap, vec![(1, None)])
+        }
+    };
+    if cluster.is_some() {
+        metrics.set_wanted(first_wanted.min(exp.split.partitions as usize));
+    }
     info!(data = %exp.data.display(), "preparing data");
     let prepared = Arc::new(data::prepare(exp).await?);
     metrics.phase("prepare", prepared.prepare_seconds);
@@ -84,38 +100,27 @@ pub async fn run_plan(exp: &ValidExperiment, plan: &Plan, timeouts: &Timeouts, o
         "data prepared"
     );
     let mut runs: Vec<(u32, RunResult)> = Vec::new();
-    let mut started = None;
-    match plan {
-        Plan::InProcess => {
+    match &cluster {
+        None => {
             let result = run::run_in_process(&prepared, exp, metrics)?;
             metrics.run_finished(&result);
             runs.push((1, result));
         }
-        Plan::Sweep { counts, repeat, cluster } => {
-            let cluster = Cluster::start(cluster.clone(), timeouts, metrics).await?;
-            for repetition in 1..=*repeat {
-                for &count in counts {
-                    info!(executors = count, repetition, "run starting");
-                    let result = distributed_run(&prepared, exp, &cluster, Some(count), timeouts, obs).await?;
-                    runs.push((repetition, result));
-                }
+        Some(cluster) => {
+            for (repetition, count) in runs_to_do {
+                info!(executors = ?count, repetition, "run starting");
+                runs.push((repetition, distributed_run(&prepared, exp, cluster, count, timeouts, obs).await?));
             }
             metrics.set_wanted(cluster.spec.min_executors);
-            started = Some(cluster);
-            // Sweep order for the report: by count, then repetition.
-            runs.sort_by_key(|(rep, r)| (counts.iter().position(|&c| c == r.executors), *rep));
         }
-        Plan::Elastic { cluster } => {
-            let cluster = Cluster::start(cluster.clone(), timeouts, metrics).await?;
-            let result = distributed_run(&prepared, exp, &cluster, None, timeouts, obs).await?;
-            metrics.set_wanted(cluster.spec.min_executors);
-            started = Some(cluster);
-            runs.push((1, result));
-        }
+    }
+    if let Plan::Sweep { counts, .. } = plan {
+        // Sweep order for the report: by count, then repetition.
+        runs.sort_by_key(|(rep, r)| (counts.iter().position(|&c| c == r.executors), *rep));
     }
     let report = Report::new(&prepared, &exp.tree, &exp.split, exp.mode, &runs);
     let written = report::write_all(out, &report, &runs)?;
-    Ok(Finished { report, written, cluster: started })
+    Ok(Finished { report, written, cluster })
 }
 
 /// One distributed run, published on `obs` when it finishes.
