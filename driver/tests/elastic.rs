@@ -376,3 +376,32 @@ fn executors_register_again_with_the_next_driver() {
     }
     drop(executor);
 }
+
+#[test]
+fn too_few_executors_is_a_clear_error_naming_the_count() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let _one = Executor::start(&["--driver", &listen, "--executor-id", "only-one"]);
+    let output = driver(&[
+        "train",
+        "--listen",
+        &listen,
+        "--min-executors",
+        "2",
+        "--registration-timeout-seconds",
+        "2",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!output.status.success());
+    let err = stderr(&output);
+    assert!(
+        err.contains(&format!(
+            "error: 2 executors needed but 1 registered within 2 s; executors register with `canopy-executor --driver HOST:PORT`, this driver listens on {listen}"
+        )),
+        "{err}"
+    );
+    assert!(!out.exists());
+}
