@@ -142,14 +142,23 @@ impl DriverLink {
     /// answer is only logged: it may be busy, and a new one answers "unknown" when it is up.
     pub async fn keep_registered(self, mut interval: Duration, on_new_driver: impl Fn() + Send) {
         let mut unreachable = false;
+        // One connection for the heartbeats, made again after a failure.
+        let mut connection: Option<DriverClient<Channel>> = None;
         loop {
             tokio::time::sleep(interval).await;
             let beat = async {
-                let mut client = self.client().await?;
+                let client = match &mut connection {
+                    Some(client) => client,
+                    None => connection.insert(self.client().await?),
+                };
                 let request = ExecutorHeartbeatRequest { executor_id: self.executor_id.clone() };
                 client.executor_heartbeat(request).await.map(|r| r.into_inner().known).map_err(|s| s.message().to_string())
             };
-            match beat.await {
+            let answer = beat.await;
+            if answer.is_err() {
+                connection = None;
+            }
+            match answer {
                 Ok(true) => unreachable = false,
                 Ok(false) => {
                     warn!(driver = %self.driver, "the driver does not know this executor; registering again");
