@@ -106,6 +106,8 @@ pub struct ExecutorHandle {
     pub id: ExecutorId,
     pub addr: String,
     pub pid: u32,
+    /// Differs between two starts of the executor process.
+    pub incarnation: u64,
     /// Where the executor serves Prometheus metrics; empty if it does not.
     pub metrics_addr: String,
     pub channel: Channel,
@@ -153,6 +155,7 @@ pub async fn connect(addr: &str, timeout: Duration) -> Result<ExecutorHandle> {
         id: ExecutorId(reply.executor_id),
         addr: addr.to_string(),
         pid: reply.pid,
+        incarnation: reply.incarnation,
         metrics_addr: reply.metrics_addr,
         channel,
         control,

@@ -103,6 +103,9 @@ pub struct Dispatcher {
     warned_no_successor: bool,
     /// Registered executors that could not start the job: not asked again in this run.
     refused: BTreeSet<ExecutorId>,
+    /// Copies an executor still holds because releasing them failed; released again before a
+    /// partition moves back there (the executor would refuse a second copy).
+    unreleased: BTreeSet<(ExecutorId, PartitionId)>,
     pub failures: Vec<FailureRecord>,
     pub membership: Vec<MembershipEvent>,
     pub retries: u64,
@@ -137,6 +140,7 @@ impl Dispatcher {
             metrics,
             warned_no_successor: false,
             refused: BTreeSet::new(),
+            unreleased: BTreeSet::new(),
             failures: Vec::new(),
             membership: Vec::new(),
             retries: 0,
@@ -261,7 +265,11 @@ impl Dispatcher {
         }
         member.status = MemberStatus::Lost;
         member.handle.declare_dead();
-        self.registry.remove(id);
+        let incarnation = member.handle.incarnation;
+        // A restart of the same executor may have registered meanwhile: keep that one.
+        if self.registry.get(id).is_some_and(|m| m.handle.incarnation == incarnation) {
+            self.registry.remove(id);
+        }
         self.metrics.executor_lost();
         self.metrics.run_members(self.active().len());
         let orphans = self.owner.values().filter(|o| *o == id).count();
@@ -276,11 +284,14 @@ impl Dispatcher {
     pub async fn sync(&mut self) -> Result<()> {
         loop {
             for id in self.active() {
-                if self.members[&id].handle.is_dead() {
+                // Out of the registry while working for us: declared dead by the heartbeat
+                // monitor, or replaced by a restart of the same executor.
+                if self.members[&id].handle.is_dead() || self.registry.get(&id).is_none() {
                     self.lose(&id, "heartbeat", "heartbeats stopped".into());
                 }
             }
-            let leaving: Vec<ExecutorId> = self.active().into_iter().filter(|id| self.registry.get(id).is_none_or(|m| m.leaving)).collect();
+            let leaving: Vec<ExecutorId> =
+                self.active().into_iter().filter(|id| self.registry.get(id).is_some_and(|m| m.leaving)).collect();
             let joined = self.take_joiners(self.active().len() - leaving.len()).await;
             let active = self.active();
             let mut staying: Vec<ExecutorId> = active.iter().filter(|id| !leaving.contains(id)).cloned().collect();
@@ -400,6 +411,9 @@ impl Dispatcher {
         if moves.is_empty() {
             return Ok((moved_in, moved_out));
         }
+        let stale: Vec<(ExecutorId, PartitionId)> =
+            moves.iter().filter(|(p, to)| self.unreleased.contains(&(to.clone(), *p))).map(|(p, to)| (to.clone(), *p)).collect();
+        self.release(stale).await;
         let mut by_target: BTreeMap<ExecutorId, Vec<PartitionId>> = BTreeMap::new();
         for (p, to) in moves {
             by_target.entry(to).or_default().push(p);
@@ -471,20 +485,29 @@ impl Dispatcher {
         Ok((moved_in, moved_out))
     }
 
-    /// Tells old owners to drop partitions that moved; a failure only costs their memory.
-    async fn release(&self, releases: Vec<(ExecutorId, PartitionId)>) {
+    /// Tells old owners to drop partitions that moved. A failure costs their memory for now;
+    /// the copy is remembered and released again before the partition could move back.
+    async fn release(&mut self, releases: Vec<(ExecutorId, PartitionId)>) {
+        let this: &Dispatcher = self;
         let calls = releases.into_iter().map(|(from, p)| {
-            let handle = self.members[&from].handle.clone();
-            let request = v1::ReleasePartitionRequest { job_id: self.job_id.clone(), partition: Some(p.into()) };
+            let handle = this.members[&from].handle.clone();
+            let request = v1::ReleasePartitionRequest { job_id: this.job_id.clone(), partition: Some(p.into()) };
             async move {
                 let mut client = handle.control.clone();
-                let done = self.guarded(&handle, async move { client.release_partition(request).await.map_err(|s| classify(&s)) }).await;
-                if let Err(CallError::Lost(e) | CallError::Fatal(e)) = done {
+                let done = this.guarded(&handle, async move { client.release_partition(request).await.map_err(|s| classify(&s)) }).await;
+                if let Err(CallError::Lost(e) | CallError::Fatal(e)) = &done {
                     warn!(executor = %from, partition = %p, error = %e, "could not release a moved partition");
                 }
+                (from, p, done.is_ok())
             }
         });
-        futures::future::join_all(calls).await;
+        for (from, p, released) in futures::future::join_all(calls).await {
+            if released {
+                self.unreleased.remove(&(from, p));
+            } else {
+                self.unreleased.insert((from, p));
+            }
+        }
     }
 
     fn batch(&self, p: PartitionId) -> &RecordBatch {

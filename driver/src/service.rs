@@ -65,6 +65,10 @@ pub async fn start(
 }
 
 impl DriverService {
+    fn heartbeat_interval_ms(&self) -> u32 {
+        u32::try_from(self.heartbeat_interval.as_millis()).unwrap_or(u32::MAX)
+    }
+
     fn refuse(&self, id: &str, advertised: &str, reason: String) -> Status {
         let message = format!("driver at {} refuses executor '{id}' at {advertised}: {reason}", self.addr);
         warn!("{message}");
@@ -91,9 +95,14 @@ impl Driver for DriverService {
             ));
         }
         if let Some(existing) = self.registry.get(&ExecutorId(id.to_string())) {
-            // The same name again: a restarted executor replaces a dead one; a live one stays.
-            let alive = cluster::connect(&existing.handle.addr, self.connect_timeout).await.is_ok_and(|h| h.pid == existing.handle.pid);
-            if alive {
+            // The same name again. The same process (its reply to an earlier registration was
+            // lost) is registered already; a restarted one replaces the dead one; another live
+            // executor keeps the name.
+            let answering = cluster::connect(&existing.handle.addr, self.connect_timeout).await.ok().map(|h| h.incarnation);
+            if answering == Some(existing.handle.incarnation) && existing.handle.addr == advertised {
+                return Ok(Response::new(v1::RegisterExecutorResponse { heartbeat_interval_ms: self.heartbeat_interval_ms() }));
+            }
+            if answering == Some(existing.handle.incarnation) {
                 return Err(self.refuse(
                     id,
                     advertised,
@@ -120,8 +129,7 @@ impl Driver for DriverService {
         if let Err(existing) = self.registry.admit(handle, r.cores, r.memory_bytes) {
             return Err(self.refuse(id, advertised, format!("an executor with this id registered meanwhile at {}", existing.handle.addr)));
         }
-        let heartbeat_interval_ms = u32::try_from(self.heartbeat_interval.as_millis()).unwrap_or(u32::MAX);
-        Ok(Response::new(v1::RegisterExecutorResponse { heartbeat_interval_ms }))
+        Ok(Response::new(v1::RegisterExecutorResponse { heartbeat_interval_ms: self.heartbeat_interval_ms() }))
     }
 
     async fn executor_heartbeat(

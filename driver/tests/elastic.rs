@@ -267,6 +267,8 @@ fn registrations_are_refused_with_both_sides_named() {
         );
         let err = client.register_executor(request("", "127.0.0.1:1", canopy_proto::PROTOCOL_VERSION)).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        // The same process again (its first answer lost): registered already, not refused.
+        client.register_executor(request("twin", &first.addr, canopy_proto::PROTOCOL_VERSION)).await.unwrap();
     });
     // A second executor of the same name is refused, and says so.
     let twin = Command::new(executor_bin())
@@ -277,6 +279,11 @@ fn registrations_are_refused_with_both_sides_named() {
     let err = stderr(&twin);
     assert!(err.contains(&format!("the driver at {listen} refused executor 'twin'")), "{err}");
     assert!(err.contains(&format!("an executor with this id is registered already at {}", first.addr)), "{err}");
+    // A restart of a dead executor under the same id replaces its registration.
+    drop(first);
+    let mut restarted = Executor::start(&["--driver", &listen, "--executor-id", "twin"]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(restarted.child.try_wait().unwrap().is_none(), "the restarted executor was refused");
     let _ = driver.kill();
     let _ = driver.wait();
 }

@@ -40,8 +40,8 @@ struct Args {
     /// Give up (exit 1) if no driver accepts the registration within this time.
     #[arg(long, env = "CANOPY_DRIVER_WAIT_SECONDS", default_value_t = 120.0)]
     driver_wait_seconds: f64,
-    /// After SIGTERM, how long to wait for the driver to move our partitions away before exiting
-    /// (match Kubernetes' terminationGracePeriodSeconds).
+    /// After SIGTERM, how long to wait for the driver to move our partitions away before exiting,
+    /// counted from the signal (set it a few seconds below Kubernetes' terminationGracePeriodSeconds).
     #[arg(long, env = "CANOPY_EXECUTOR_GRACE_SECONDS", default_value_t = 30.0)]
     grace_seconds: f64,
     /// Only warnings and errors on stderr.
@@ -59,14 +59,17 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
-    match run(Args::parse()).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+async fn main() {
+    let code = match run(Args::parse()).await {
+        Ok(()) => 0,
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            1
         }
-    }
+    };
+    // Exit now: dropping the runtime would wait for a task still running on a blocking thread,
+    // past the grace period a decommission promised.
+    std::process::exit(code);
 }
 
 fn seconds(name: &str, value: f64) -> anyhow::Result<Duration> {
@@ -170,7 +173,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     // Decommission: take no new job, let the driver move our partitions and end our job, and
-    // exit once it has (or when the grace period is over, or on a second signal).
+    // exit once it has (or when the grace period is over, or on a second signal). Everything,
+    // telling the driver included, fits in the grace period counted from the signal.
+    let deadline = tokio::time::Instant::now() + grace;
     ready.store(false, Ordering::Relaxed);
     service.start_decommission();
     let mut has_job = service.job_watch();
@@ -179,7 +184,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         h.abort();
     }
     if let Some(link) = &link
-        && let Err(e) = link.decommission().await
+        && let Err(e) =
+            tokio::time::timeout_at(deadline, link.decommission()).await.unwrap_or_else(|_| Err("no answer within the grace period".into()))
     {
         if *has_job.borrow() {
             warn!(error = %e, "could not tell the driver; a driver running our job sees the decommission in its next heartbeat");
@@ -188,7 +194,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     tokio::select! {
-        r = tokio::time::timeout(grace, has_job.wait_for(|active| !*active)) => match r {
+        r = tokio::time::timeout_at(deadline, has_job.wait_for(|active| !*active)) => match r {
             Ok(_) => info!("no job left; exiting"),
             Err(_) => warn!(grace_seconds = grace.as_secs_f64(), "grace period over with a job still active; exiting"),
         },
@@ -205,7 +211,8 @@ async fn stop(
     metrics_task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 ) {
     let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    // Connections close at once; a task still running is not waited for long.
+    let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
     if let Some(task) = metrics_task {
         let _ = task.await;
     }

@@ -14,8 +14,11 @@ use tracing::{info, warn};
 
 /// Longest pause between two registration attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(3);
-/// Deadline of one call to the driver.
-const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Deadline of one call to the driver: longer than the driver's own checks of a registration
+/// (it dials us back, up to twice, within its connect timeout of 10 s each by default).
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Deadline of connecting to the driver.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Error)]
 pub enum RegistrationError {
@@ -48,7 +51,7 @@ impl DriverLink {
     async fn client(&self) -> Result<DriverClient<Channel>, String> {
         let endpoint = Endpoint::from_shared(format!("http://{}", self.driver))
             .map_err(|e| format!("'{}' is not a host:port address ({e})", self.driver))?
-            .connect_timeout(CALL_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
             .timeout(CALL_TIMEOUT)
             .tcp_nodelay(true);
         let channel = endpoint.connect().await.map_err(|e| canopy_runtime::error_chain(&e))?;

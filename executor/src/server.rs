@@ -51,6 +51,7 @@ struct Inner {
     faults: FaultInjection,
     metrics: ExecutorMetrics,
     metrics_addr: String,
+    incarnation: u64,
     decommissioning: AtomicBool,
     /// True while a job is active: a decommissioning executor waits for it to turn false.
     has_job: watch::Sender<bool>,
@@ -66,6 +67,7 @@ impl ExecutorService {
                 faults,
                 metrics,
                 metrics_addr,
+                incarnation: incarnation(),
                 decommissioning: AtomicBool::new(false),
                 has_job: watch::channel(false).0,
             }),
@@ -169,6 +171,16 @@ impl Inner {
     }
 }
 
+/// A number that differs between two starts of an executor: the clock's nanoseconds mixed with
+/// the process id and the std library's per-process random hash keys.
+fn incarnation() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
 fn named(refs: &[v1::PartitionRef]) -> Result<Vec<PartitionId>, ExecutorError> {
     Ok(partitions_from_wire(refs)?)
 }
@@ -187,6 +199,7 @@ impl Executor for ExecutorService {
             executor_id: self.inner.executor_id.clone(),
             pid: std::process::id(),
             metrics_addr: self.inner.metrics_addr.clone(),
+            incarnation: self.inner.incarnation,
         }))
     }
 
