@@ -45,7 +45,8 @@ pub fn executor_binary(explicit: Option<&Path>) -> Result<PathBuf> {
 /// Executor processes started by the driver on 127.0.0.1; killed when dropped, and they exit
 /// by themselves if the driver dies first.
 pub struct LocalExecutors {
-    children: Vec<Child>,
+    /// Held for their drop, which kills them.
+    _children: Vec<Child>,
 }
 
 impl LocalExecutors {
@@ -91,12 +92,7 @@ impl LocalExecutors {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
-        Ok(LocalExecutors { children })
-    }
-
-    /// Process ids, for tests that kill one.
-    pub fn pids(&self) -> Vec<u32> {
-        self.children.iter().filter_map(Child::id).collect()
+        Ok(LocalExecutors { _children: children })
     }
 }
 
@@ -239,6 +235,14 @@ pub struct ClusterSpec {
     pub registration_timeout: Duration,
 }
 
+impl ClusterSpec {
+    /// Most executors a run uses at once: a sweep's count, else `--max-executors` (no cap
+    /// when not given: partitions bound it).
+    pub fn cap(&self, count: Option<usize>) -> usize {
+        count.unwrap_or_else(|| self.max_executors.unwrap_or(usize::MAX))
+    }
+}
+
 /// The driver's executors for the whole command: the registry, the registration endpoint, the
 /// processes it spawned, and the heartbeat monitor.
 pub struct Cluster {
@@ -282,10 +286,8 @@ impl Cluster {
     /// The executors a run starts with: the first `count` registered (a sweep's run), or with
     /// `None` every available one up to `--max-executors` once `--min-executors` are there.
     pub async fn members_for_run(&self, count: Option<usize>) -> Result<Vec<crate::registry::Member>> {
-        let (need, take) = match count {
-            Some(n) => (n, n),
-            None => (self.spec.min_executors.max(1), self.spec.max_executors.unwrap_or(usize::MAX)),
-        };
+        let need = count.unwrap_or(self.spec.min_executors.max(1));
+        let take = self.spec.cap(count);
         let timeout = self.spec.registration_timeout;
         match self.registry.wait_for(need, timeout).await {
             Ok(mut available) => {

@@ -283,15 +283,17 @@ impl Dispatcher {
     /// is held by an active executor.
     pub async fn sync(&mut self) -> Result<()> {
         loop {
+            let mut leaving: Vec<ExecutorId> = Vec::new();
             for id in self.active() {
-                // Out of the registry while working for us: declared dead by the heartbeat
-                // monitor, or replaced by a restart of the same executor.
-                if self.members[&id].handle.is_dead() || self.registry.get(&id).is_none() {
-                    self.lose(&id, "heartbeat", "heartbeats stopped".into());
+                match self.registry.get(&id) {
+                    // Out of the registry while working for us (declared dead by the heartbeat
+                    // monitor, or replaced by a restart of the same executor), or silent.
+                    None => self.lose(&id, "heartbeat", "heartbeats stopped".into()),
+                    Some(_) if self.members[&id].handle.is_dead() => self.lose(&id, "heartbeat", "heartbeats stopped".into()),
+                    Some(m) if m.leaving => leaving.push(id),
+                    Some(_) => {}
                 }
             }
-            let leaving: Vec<ExecutorId> =
-                self.active().into_iter().filter(|id| self.registry.get(id).is_some_and(|m| m.leaving)).collect();
             let joined = self.take_joiners(self.active().len() - leaving.len()).await;
             let active = self.active();
             let mut staying: Vec<ExecutorId> = active.iter().filter(|id| !leaving.contains(id)).cloned().collect();

@@ -81,10 +81,7 @@ pub async fn run_plan(exp: &ValidExperiment, plan: &Plan, timeouts: &Timeouts, o
             let runs = (1..=*repeat).flat_map(|rep| counts.iter().map(move |&n| (rep, Some(n)))).collect();
             (Some(Cluster::start(cluster.clone(), timeouts, metrics).await?), counts[0], runs)
         }
-        Plan::Elastic { cluster } => {
-            let cap = cluster.max_executors.unwrap_or(usize::MAX);
-            (Some(Cluster::start(cluster.clone(), timeouts, metrics).await?), cap, vec![(1, None)])
-        }
+        Plan::Elastic { cluster } => (Some(Cluster::start(cluster.clone(), timeouts, metrics).await?), cluster.cap(None), vec![(1, None)]),
     };
     if cluster.is_some() {
         metrics.set_wanted(first_wanted.min(exp.split.partitions as usize));

@@ -145,7 +145,7 @@ pub async fn run_distributed(
     canopy_runtime::heap::reset_peak();
     let started = Instant::now();
     let k = prepared.num_classes();
-    let cap = count.unwrap_or_else(|| cluster.spec.max_executors.unwrap_or(usize::MAX));
+    let cap = cluster.spec.cap(count);
     metrics.set_wanted(cap.min(prepared.train.len()));
     let initial = cluster.members_for_run(count).await?;
     let started_with = initial.len();

@@ -65,6 +65,7 @@ impl Job {
 
     /// Decodes and stores one received partition; returns its rows.
     pub fn store(&mut self, id: PartitionId, declared_rows: u64, batches: &[arrow::array::RecordBatch]) -> Result<u64, ExecutorError> {
+        // Refused before decoding costs anything; `insert` checks again for its other callers.
         if self.stats.holds(id) {
             return Err(ExecutorError::Tree(canopy_tree::TreeError::DuplicatePartition { partition: id.to_string() }));
         }

@@ -62,10 +62,6 @@ impl LocalStats {
         stats
     }
 
-    pub fn layout(&self) -> &HistogramLayout {
-        &self.layout
-    }
-
     /// Adds a partition. A training partition that arrives mid-run replays the split log, so its
     /// rows reach the same nodes as everyone else's. Holding it already is an error: a second
     /// copy would be counted twice.
@@ -89,22 +85,9 @@ impl LocalStats {
         self.partitions.contains_key(&id)
     }
 
-    pub fn ids(&self) -> impl Iterator<Item = PartitionId> + '_ {
-        self.partitions.keys().copied()
-    }
-
     /// Rows held, both roles.
     pub fn rows(&self) -> u64 {
         self.partitions.values().map(|p| p.num_rows() as u64).sum()
-    }
-
-    /// Bytes of row data held.
-    pub fn heap_bytes(&self) -> u64 {
-        self.partitions.values().map(|p| p.heap_bytes() as u64).sum()
-    }
-
-    pub fn log_len(&self) -> usize {
-        self.log.len()
     }
 
     /// The partitions named, each held and of `role`; the first that is not is the error.
