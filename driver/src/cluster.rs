@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use canopy_proto::v1::executor_client::ExecutorClient;
 use canopy_proto::v1::{HandshakeRequest, HeartbeatRequest};
 use canopy_proto::{ExecutorId, MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
+use canopy_runtime::security::{AuthChannel, Security, Token};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
-use tonic::transport::{Channel, Endpoint};
 use tracing::{info, warn};
 
 use crate::error::{DriverError, Result};
@@ -47,14 +47,26 @@ pub fn executor_binary(explicit: Option<&Path>) -> Result<PathBuf> {
 pub struct LocalExecutors {
     /// Held for their drop, which kills them.
     _children: Vec<Child>,
+    /// Holds their token file; removed with them.
+    _secrets: tempfile::TempDir,
 }
 
 impl LocalExecutors {
     /// Starts `count` executors named `executor-1`... that register with the driver at
     /// `driver`, one after the other, so they register in name order.
-    pub async fn spawn(count: usize, binary: &Path, driver: &str, registry: &Registry, quiet: bool, extra_args: &[String]) -> Result<Self> {
+    /// They share our TLS files, and our token, which they read from a file only we can read.
+    pub async fn spawn(spec: &SpawnSpec, driver: &str, registry: &Registry, security: &Security) -> Result<Self> {
+        let (count, binary) = (spec.count, spec.binary.as_path());
         let mut children = Vec::with_capacity(count);
         let fail = |reason: String| DriverError::ExecutorSpawn { binary: binary.to_path_buf(), reason };
+        let secrets = tempfile::Builder::new()
+            .prefix("canopy-secrets-")
+            .tempdir()
+            .map_err(|e| fail(format!("cannot create a private directory: {e}")))?;
+        let token_file = secrets.path().join("token");
+        if let Some(token) = &security.token {
+            token.write_private(&token_file).map_err(|e| fail(e.to_string()))?;
+        }
         for i in 0..count {
             let id = ExecutorId(format!("executor-{}", i + 1));
             let mut command = Command::new(binary);
@@ -64,13 +76,17 @@ impl LocalExecutors {
                 .arg(&id.0)
                 .arg("--driver")
                 .arg(driver)
-                .args(extra_args)
+                .args(security.tls_args())
+                .args(&spec.extra_args)
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
                 .kill_on_drop(true);
-            if quiet {
+            if spec.quiet {
                 command.arg("--quiet");
+            }
+            if security.token.is_some() {
+                command.arg("--auth-token-file").arg(&token_file);
             }
             let mut child = command.spawn().map_err(|e| fail(e.to_string()))?;
             let stdout = child.stdout.take().ok_or_else(|| fail("no stdout".into()))?;
@@ -92,7 +108,7 @@ impl LocalExecutors {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
-        Ok(LocalExecutors { _children: children })
+        Ok(LocalExecutors { _children: children, _secrets: secrets })
     }
 }
 
@@ -106,8 +122,8 @@ pub struct ExecutorHandle {
     pub incarnation: u64,
     /// Where the executor serves Prometheus metrics; empty if it does not.
     pub metrics_addr: String,
-    pub channel: Channel,
-    pub control: ExecutorClient<Channel>,
+    pub channel: AuthChannel,
+    pub control: ExecutorClient<AuthChannel>,
     /// Becomes true when heartbeats stop; calls in flight give up at once.
     pub dead: watch::Receiver<bool>,
     dead_tx: Arc<watch::Sender<bool>>,
@@ -123,23 +139,21 @@ impl ExecutorHandle {
 }
 
 /// Connects and shakes hands; a version mismatch or refusal names the address.
-pub async fn connect(addr: &str, timeout: Duration) -> Result<ExecutorHandle> {
+pub async fn connect(addr: &str, timeout: Duration, security: &Security) -> Result<ExecutorHandle> {
     let unreachable = |reason: String| DriverError::Unreachable { addr: addr.to_string(), reason };
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| unreachable(format!("not a host:port address ({e})")))?
-        .connect_timeout(timeout)
-        .tcp_nodelay(true);
+    let endpoint = security.endpoint(addr).map_err(unreachable)?.connect_timeout(timeout).tcp_nodelay(true);
     let channel = tokio::time::timeout(timeout, endpoint.connect())
         .await
         .map_err(|_| unreachable(format!("no answer within {} s", timeout.as_secs_f64())))?
         .map_err(|e| unreachable(canopy_runtime::error_chain(&e)))?;
+    let channel = security.authorize(channel);
     let mut control =
         ExecutorClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES);
     let reply = tokio::time::timeout(timeout, control.handshake(HandshakeRequest { protocol_version: PROTOCOL_VERSION }))
         .await
         .map_err(|_| unreachable("handshake timed out".into()))?
         .map_err(|status| match status.code() {
-            tonic::Code::FailedPrecondition | tonic::Code::Unimplemented => {
+            tonic::Code::FailedPrecondition | tonic::Code::Unimplemented | tonic::Code::Unauthenticated => {
                 DriverError::Refused { addr: addr.to_string(), reason: status.message().to_string() }
             }
             _ => unreachable(format!("{}: {}", status.code(), status.message())),
@@ -233,6 +247,8 @@ pub struct ClusterSpec {
     /// A `train` run uses at most this many at once.
     pub max_executors: Option<usize>,
     pub registration_timeout: Duration,
+    /// How the driver and its executors authenticate each other.
+    pub security: Security,
 }
 
 impl ClusterSpec {
@@ -256,13 +272,21 @@ pub struct Cluster {
 impl Cluster {
     pub async fn start(spec: ClusterSpec, timeouts: &crate::run::Timeouts, metrics: &crate::metrics::DriverMetrics) -> Result<Self> {
         let registry = Registry::new(metrics.clone());
+        let mut security = spec.security.clone();
+        if spec.spawn.is_some() && !security.is_authenticated() {
+            // Zero configuration for local runs, and still no unauthenticated port.
+            security.token = Some(Token::generate().map_err(|e| DriverError::Internal(e.to_string()))?);
+        }
         let listen = spec.listen.or_else(|| spec.spawn.as_ref().map(|_| ([127, 0, 0, 1], 0).into()));
         let endpoint = match listen {
-            Some(listen) => Some(crate::service::start(listen, registry.clone(), timeouts.connect, timeouts.heartbeat_interval).await?),
+            Some(listen) => {
+                security.check_listen(listen, "--listen").map_err(|e| DriverError::Config(e.to_string()))?;
+                Some(crate::service::start(listen, registry.clone(), &security, timeouts.connect, timeouts.heartbeat_interval).await?)
+            }
             None => None,
         };
         for addr in &spec.addrs {
-            let handle = connect(addr, timeouts.connect).await?;
+            let handle = connect(addr, timeouts.connect, &security).await?;
             if let Err(existing) = registry.admit(handle.clone(), 0, 0) {
                 return Err(DriverError::Config(format!(
                     "executors at {} and {addr} both call themselves '{}'; executor ids must be unique",
@@ -274,7 +298,7 @@ impl Cluster {
             (Some(s), Some(endpoint)) => {
                 // Spawned executors reach us on loopback whatever we listen on.
                 let driver = std::net::SocketAddr::new([127, 0, 0, 1].into(), endpoint.addr.port()).to_string();
-                Some(LocalExecutors::spawn(s.count, &s.binary, &driver, &registry, s.quiet, &s.extra_args).await?)
+                Some(LocalExecutors::spawn(s, &driver, &registry, &security).await?)
             }
             _ => None,
         };

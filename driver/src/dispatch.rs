@@ -23,10 +23,10 @@ use arrow_flight::{FlightClient, FlightDescriptor};
 use canopy_proto::v1::executor_client::ExecutorClient;
 use canopy_proto::v1::{self};
 use canopy_proto::{ExecutorId, FLIGHT_CHUNK_BYTES, edges_to_wire, partitions_to_wire, tree_to_wire};
+use canopy_runtime::security::AuthChannel;
 use canopy_tree::{ConfusionMatrix, HistogramLayout, NodeHistogram, NodeId, PartitionId, Role, SplitDecision, StatsSource, Tree};
 use futures::{StreamExt, TryStreamExt};
 use prost::Message;
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tracing::{info, warn};
 
@@ -78,7 +78,7 @@ struct RunMember {
 
 /// What one executor is asked in a step: its partitions and where its split log stands.
 pub(crate) struct Target {
-    pub client: ExecutorClient<Channel>,
+    pub client: ExecutorClient<AuthChannel>,
     pub partitions: Vec<PartitionId>,
     pub log_len: usize,
 }
@@ -830,7 +830,7 @@ pub fn balance(
 }
 
 /// Sends one partition with Arrow Flight DoPut, in chunks under the message limit.
-async fn put_partition(channel: Channel, job_id: &str, p: PartitionId, batch: RecordBatch) -> std::result::Result<u64, CallError> {
+async fn put_partition(channel: AuthChannel, job_id: &str, p: PartitionId, batch: RecordBatch) -> std::result::Result<u64, CallError> {
     let descriptor = v1::PartitionDescriptor { job_id: job_id.to_string(), partition: Some(p.into()), rows: batch.num_rows() as u64 };
     let sent = Arc::new(AtomicU64::new(0));
     let counter = sent.clone();
@@ -865,9 +865,15 @@ pub struct RemoteStats {
 impl StatsSource for RemoteStats {
     type Error = DriverError;
 
+    /// Asks for as many nodes at a time as an executor's answer may hold.
     fn histograms(&mut self, nodes: &[NodeId]) -> Result<Vec<NodeHistogram>> {
         let layout = self.layout.clone();
-        self.handle.block_on(self.dispatcher.histograms(nodes, &layout))
+        let per_request = canopy_proto::histogram_nodes_per_request(layout.bytes_per_node());
+        let mut out = Vec::with_capacity(nodes.len());
+        for chunk in nodes.chunks(per_request) {
+            out.extend(self.handle.block_on(self.dispatcher.histograms(chunk, &layout))?);
+        }
+        Ok(out)
     }
 
     fn apply_splits(&mut self, first_index: usize, decisions: &[SplitDecision]) -> Result<()> {

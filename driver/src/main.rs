@@ -11,6 +11,7 @@ use canopy_driver::config::{DerivedColumn, Experiment, Mode};
 use canopy_driver::metrics::Observability;
 use canopy_driver::run::Timeouts;
 use canopy_driver::{Plan, cluster, run_plan};
+use canopy_runtime::security::SecurityFlags;
 use canopy_tree::Impurity;
 use clap::{Args, Parser, Subcommand};
 
@@ -175,6 +176,8 @@ struct ClusterArgs {
     /// An executor silent this long is declared dead and its partitions reassigned.
     #[arg(long, default_value_t = 5.0)]
     heartbeat_timeout_seconds: f64,
+    #[command(flatten)]
+    security: SecurityFlags,
 }
 
 fn seconds(name: &str, value: f64) -> anyhow::Result<Duration> {
@@ -220,6 +223,7 @@ impl ClusterArgs {
             min_executors,
             max_executors,
             registration_timeout: seconds("registration-timeout-seconds", self.registration_timeout_seconds)?,
+            security: self.security.load()?,
         })
     }
 }

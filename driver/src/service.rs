@@ -9,8 +9,8 @@ use std::time::Duration;
 use canopy_proto::v1;
 use canopy_proto::v1::driver_server::{Driver, DriverServer};
 use canopy_proto::{ExecutorId, MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
+use canopy_runtime::security::Security;
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
@@ -26,6 +26,8 @@ pub struct DriverService {
     registry: Registry,
     /// Our own address, named in refusals.
     addr: SocketAddr,
+    /// Also how we dial a registering executor back.
+    security: Security,
     connect_timeout: Duration,
     heartbeat_interval: Duration,
 }
@@ -42,21 +44,23 @@ impl Drop for DriverEndpoint {
     }
 }
 
-/// Binds `listen` and serves registrations into `registry`.
+/// Binds `listen` and serves registrations into `registry`, authenticated as `security` says.
 pub async fn start(
     listen: SocketAddr,
     registry: Registry,
+    security: &Security,
     connect_timeout: Duration,
     heartbeat_interval: Duration,
 ) -> Result<DriverEndpoint> {
     let listener =
         TcpListener::bind(listen).await.map_err(|e| DriverError::Config(format!("cannot listen for executors on {listen}: {e}")))?;
     let addr = listener.local_addr().map_err(|e| DriverError::Internal(e.to_string()))?;
-    let service = DriverService { registry, addr, connect_timeout, heartbeat_interval };
+    let incoming = security.incoming(listener).map_err(|e| DriverError::Config(e.to_string()))?;
+    let require_token = tonic::service::InterceptorLayer::new(security.require_token());
+    let service = DriverService { registry, addr, security: security.clone(), connect_timeout, heartbeat_interval };
     let server = DriverServer::new(service).max_decoding_message_size(MAX_MESSAGE_BYTES);
     let task = tokio::spawn(async move {
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        if let Err(e) = tonic::transport::Server::builder().add_service(server).serve_with_incoming(incoming).await {
+        if let Err(e) = tonic::transport::Server::builder().layer(require_token).add_service(server).serve_with_incoming(incoming).await {
             warn!(error = %e, "driver registration service stopped");
         }
     });
@@ -98,7 +102,7 @@ impl Driver for DriverService {
             // The same name again. The same process (its reply to an earlier registration was
             // lost) is registered already; a restarted one replaces the dead one; another live
             // executor keeps the name.
-            let answering = cluster::connect(&existing.handle.addr, self.connect_timeout).await.ok().map(|h| h.incarnation);
+            let answering = cluster::connect(&existing.handle.addr, self.connect_timeout, &self.security).await.ok().map(|h| h.incarnation);
             if answering == Some(existing.handle.incarnation) && existing.handle.addr == advertised {
                 return Ok(Response::new(v1::RegisterExecutorResponse { heartbeat_interval_ms: self.heartbeat_interval_ms() }));
             }
@@ -116,7 +120,7 @@ impl Driver for DriverService {
             existing.handle.declare_dead();
             self.registry.remove(&existing.handle.id);
         }
-        let handle = cluster::connect(advertised, self.connect_timeout).await.map_err(|e| {
+        let handle = cluster::connect(advertised, self.connect_timeout, &self.security).await.map_err(|e| {
             self.refuse(
                 id,
                 advertised,

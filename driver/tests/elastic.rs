@@ -8,7 +8,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -192,10 +191,8 @@ fn a_sweep_on_a_pool_takes_the_first_n_registered() {
 fn an_executor_gives_up_when_no_driver_answers() {
     let port = free_port();
     let started = Instant::now();
-    let output = Command::new(executor_bin())
-        .args(["--driver", &format!("127.0.0.1:{port}"), "--driver-wait-seconds", "1", "--quiet"])
-        .output()
-        .unwrap();
+    let output =
+        executor_command().args(["--driver", &format!("127.0.0.1:{port}"), "--driver-wait-seconds", "1", "--quiet"]).output().unwrap();
     assert!(!output.status.success());
     assert!(started.elapsed() < Duration::from_secs(10));
     let err = stderr(&output);
@@ -230,13 +227,18 @@ fn registrations_are_refused_with_both_sides_named() {
         use canopy_proto::v1::driver_client::DriverClient;
         use canopy_proto::v1::{ExecutorHeartbeatRequest, RegisterExecutorRequest};
         let deadline = Instant::now() + Duration::from_secs(20);
-        let mut client = loop {
-            if let Ok(client) = DriverClient::connect(format!("http://{listen}")).await {
-                break client;
+        let security = test_security();
+        let channel = loop {
+            if let Ok(channel) = security.endpoint(&listen).unwrap().connect().await {
+                break channel;
             }
             assert!(Instant::now() < deadline, "the driver never listened");
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
+        // Without the token nothing is answered.
+        let err = DriverClient::new(channel.clone()).executor_heartbeat(ExecutorHeartbeatRequest { executor_id: "twin".into() }).await;
+        assert_eq!(err.unwrap_err().code(), tonic::Code::Unauthenticated);
+        let mut client = DriverClient::new(security.authorize(channel));
         while !client.executor_heartbeat(ExecutorHeartbeatRequest { executor_id: "twin".into() }).await.unwrap().into_inner().known {
             assert!(Instant::now() < deadline, "the first executor never registered");
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -271,10 +273,8 @@ fn registrations_are_refused_with_both_sides_named() {
         client.register_executor(request("twin", &first.addr, canopy_proto::PROTOCOL_VERSION)).await.unwrap();
     });
     // A second executor of the same name is refused, and says so.
-    let twin = Command::new(executor_bin())
-        .args(["--listen", "127.0.0.1:0", "--driver", &listen, "--executor-id", "twin", "--quiet"])
-        .output()
-        .unwrap();
+    let twin =
+        executor_command().args(["--listen", "127.0.0.1:0", "--driver", &listen, "--executor-id", "twin", "--quiet"]).output().unwrap();
     assert!(!twin.status.success());
     let err = stderr(&twin);
     assert!(err.contains(&format!("the driver at {listen} refused executor 'twin'")), "{err}");

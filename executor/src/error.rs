@@ -26,6 +26,8 @@ pub enum ExecutorError {
     Wire(#[from] canopy_proto::WireError),
     #[error("local model: {0}")]
     LocalModel(String),
+    #[error("over the memory budget: {0}")]
+    OverBudget(String),
     #[error("task panicked or was cancelled: {0}")]
     TaskAborted(String),
 }
@@ -47,6 +49,7 @@ impl From<ExecutorError> for Status {
                 Status::invalid_argument(message)
             }
             ExecutorError::Tree(_) | ExecutorError::LocalModel(_) => Status::invalid_argument(message),
+            ExecutorError::OverBudget(_) => Status::resource_exhausted(message),
             ExecutorError::TaskAborted(_) => Status::internal(message),
         }
     }

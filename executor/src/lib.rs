@@ -10,35 +10,39 @@ pub mod metrics;
 pub mod registration;
 pub mod server;
 pub mod store;
+pub mod validate;
 
 use std::future::Future;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
 use canopy_proto::MAX_MESSAGE_BYTES;
 use canopy_proto::v1::executor_server::ExecutorServer;
+use canopy_runtime::security::Security;
 pub use error::ExecutorError;
 pub use metrics::ExecutorMetrics;
 use server::PartitionReceiver;
 pub use server::{ExecutorService, FaultInjection};
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 
 /// Serves the executor and Flight services of `service` on `listener` until `shutdown`
-/// completes.
+/// completes, every call authenticated as `security` says (TLS, token, both or neither).
 pub async fn serve(
     listener: TcpListener,
     service: ExecutorService,
+    security: Security,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), tonic::transport::Error> {
+) -> anyhow::Result<()> {
     let control =
         ExecutorServer::new(service.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES);
     let flight = FlightServiceServer::new(PartitionReceiver::new(service))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let incoming = security.incoming(listener)?;
     tonic::transport::Server::builder()
+        .layer(tonic::service::InterceptorLayer::new(security.require_token()))
         .add_service(control)
         .add_service(flight)
-        // Without nodelay every small answer waits ~40 ms for a delayed ACK.
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), shutdown)
-        .await
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await?;
+    Ok(())
 }

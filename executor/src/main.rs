@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use canopy_executor::registration::DriverLink;
 use canopy_executor::{ExecutorMetrics, ExecutorService, FaultInjection};
+use canopy_runtime::security::SecurityFlags;
 use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
@@ -44,6 +45,12 @@ struct Args {
     /// counted from the signal (set it a few seconds below Kubernetes' terminationGracePeriodSeconds).
     #[arg(long, env = "CANOPY_EXECUTOR_GRACE_SECONDS", default_value_t = 30.0)]
     grace_seconds: f64,
+    /// Most memory (MiB) this executor may use for the data it holds; a partition that would
+    /// exceed it is refused (RESOURCE_EXHAUSTED). Default: 80% of the container's or machine's memory.
+    #[arg(long, env = "CANOPY_EXECUTOR_MAX_MEMORY_MB")]
+    max_memory_mb: Option<u64>,
+    #[command(flatten)]
+    security: SecurityFlags,
     /// Only warnings and errors on stderr.
     #[arg(long)]
     quiet: bool,
@@ -95,6 +102,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     canopy_runtime::init_tracing(args.quiet);
     let driver_wait = seconds("driver-wait-seconds", args.driver_wait_seconds)?;
     let grace = seconds("grace-seconds", args.grace_seconds)?;
+    let security = args.security.load()?;
+    security.check_listen(args.listen, "--listen")?;
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr().context("listener has no local address")?;
     let executor_id = args.executor_id.unwrap_or_else(|| format!("{}-{}", hostname(), addr.port()));
@@ -118,8 +127,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let serve = canopy_runtime::metrics::serve(metrics_listener, registry, ready.clone(), stopped(stop_rx.clone()));
         metrics_task = Some(tokio::spawn(serve));
     }
-    let service = ExecutorService::new(executor_id.clone(), faults, metrics, metrics_addr.clone());
-    let mut server = tokio::spawn(canopy_executor::serve(listener, service.clone(), stopped(stop_rx.clone())));
+    let memory_budget = match args.max_memory_mb {
+        Some(0) => anyhow::bail!("--max-memory-mb must be at least 1"),
+        Some(mb) => mb.saturating_mul(1 << 20),
+        None => canopy_runtime::memory_limit_bytes() / 5 * 4,
+    };
+    let service = ExecutorService::new(executor_id.clone(), faults, metrics, metrics_addr.clone(), memory_budget);
+    let mut server = tokio::spawn(canopy_executor::serve(listener, service.clone(), security.clone(), stopped(stop_rx.clone())));
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "canopy-executor listening on {addr}").context("cannot write to stdout")?;
@@ -137,6 +151,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         listen: addr,
         cores: std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX)),
         memory_bytes: canopy_runtime::memory_limit_bytes(),
+        security: security.clone(),
     });
     let mut heartbeats = None;
     if let Some(link) = &link {
@@ -207,7 +222,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
 async fn stop(
     stop_tx: &tokio::sync::watch::Sender<bool>,
-    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
     metrics_task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 ) {
     let _ = stop_tx.send(true);

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use canopy_proto::v1::driver_client::DriverClient;
 use canopy_proto::v1::{DecommissionRequest, ExecutorHeartbeatRequest, RegisterExecutorRequest};
 use canopy_proto::{MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
+use canopy_runtime::security::{AuthChannel, Security};
 use thiserror::Error;
-use tonic::transport::{Channel, Endpoint};
 use tracing::{info, warn};
 
 /// Longest pause between two registration attempts.
@@ -39,6 +39,8 @@ pub struct DriverLink {
     pub listen: SocketAddr,
     pub cores: u32,
     pub memory_bytes: u64,
+    /// How we prove who we are to the driver (and check it is the driver).
+    pub security: Security,
 }
 
 enum Attempt {
@@ -48,14 +50,10 @@ enum Attempt {
 }
 
 impl DriverLink {
-    async fn client(&self) -> Result<DriverClient<Channel>, String> {
-        let endpoint = Endpoint::from_shared(format!("http://{}", self.driver))
-            .map_err(|e| format!("'{}' is not a host:port address ({e})", self.driver))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(CALL_TIMEOUT)
-            .tcp_nodelay(true);
+    async fn client(&self) -> Result<DriverClient<AuthChannel>, String> {
+        let endpoint = self.security.endpoint(&self.driver)?.connect_timeout(CONNECT_TIMEOUT).timeout(CALL_TIMEOUT).tcp_nodelay(true);
         let channel = endpoint.connect().await.map_err(|e| canopy_runtime::error_chain(&e))?;
-        Ok(DriverClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES))
+        Ok(DriverClient::new(self.security.authorize(channel)).max_decoding_message_size(MAX_MESSAGE_BYTES))
     }
 
     /// The address we advertise: explicit, or our listen address, or (when we listen on all
@@ -146,7 +144,7 @@ impl DriverLink {
     pub async fn keep_registered(self, mut interval: Duration, on_new_driver: impl Fn() + Send) {
         let mut unreachable = false;
         // One connection for the heartbeats, made again after a failure.
-        let mut connection: Option<DriverClient<Channel>> = None;
+        let mut connection: Option<DriverClient<AuthChannel>> = None;
         loop {
             tokio::time::sleep(interval).await;
             let beat = async {

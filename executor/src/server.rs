@@ -2,7 +2,7 @@
 //! and count what they did. The work itself is in the tree crate's `LocalStats` (exact mode)
 //! and in `ensemble`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,7 @@ use arrow_flight::{
 };
 use canopy_proto::v1::{self, executor_server::Executor};
 use canopy_proto::{PROTOCOL_VERSION, edges_from_wire, impurity_from_wire, partitions_from_wire, tree_from_wire};
-use canopy_tree::{ConfusionMatrix, NodeId, PartitionId, Role, SplitDecision, StatsSource};
+use canopy_tree::{ConfusionMatrix, PartitionId, Role, SplitDecision, StatsSource};
 use futures::stream::{self, BoxStream};
 use futures::{StreamExt, TryStreamExt};
 use prost::Message;
@@ -55,10 +55,15 @@ struct Inner {
     decommissioning: AtomicBool,
     /// True while a job is active: a decommissioning executor waits for it to turn false.
     has_job: watch::Sender<bool>,
+    /// Most heap bytes this executor may use (`--max-memory-mb`); a partition that would take
+    /// more is refused before it is received.
+    memory_budget: u64,
+    /// Bytes promised to partitions being received.
+    reserved: Arc<AtomicU64>,
 }
 
 impl ExecutorService {
-    pub fn new(executor_id: String, faults: FaultInjection, metrics: ExecutorMetrics, metrics_addr: String) -> Self {
+    pub fn new(executor_id: String, faults: FaultInjection, metrics: ExecutorMetrics, metrics_addr: String, memory_budget: u64) -> Self {
         ExecutorService {
             inner: Arc::new(Inner {
                 executor_id,
@@ -70,6 +75,8 @@ impl ExecutorService {
                 incarnation: incarnation(),
                 decommissioning: AtomicBool::new(false),
                 has_job: watch::channel(false).0,
+                memory_budget,
+                reserved: Arc::new(AtomicU64::new(0)),
             }),
         }
     }
@@ -88,6 +95,37 @@ impl ExecutorService {
             self.inner.has_job.send_replace(false);
             self.inner.metrics.rows_held.set(0);
         }
+    }
+
+    /// Checks a partition announced by its Flight descriptor before any of it is received: the
+    /// job, that it is not held already, and that its rows fit the memory budget, which is then
+    /// reserved until the returned guard drops. Also returns the most bytes its stream may take.
+    fn admit_partition(&self, job_id: &str, partition: PartitionId, rows: u64) -> Result<(Reservation, u64), ExecutorError> {
+        let guard = self.inner.lock_job()?;
+        let job = guard.as_ref().ok_or(ExecutorError::NoJob)?;
+        job.check_id(job_id)?;
+        if job.stats.holds(partition) {
+            return Err(canopy_tree::TreeError::DuplicatePartition { partition: partition.to_string() }.into());
+        }
+        let (wire, held) = job.bytes_per_row();
+        let need = rows.saturating_mul(wire + held);
+        let live = canopy_runtime::heap::live_bytes();
+        let reserved = self.inner.reserved.load(Ordering::Relaxed);
+        if live.saturating_add(reserved).saturating_add(need) > self.inner.memory_budget {
+            let mib = |b: u64| b as f64 / (1 << 20) as f64;
+            return Err(ExecutorError::OverBudget(format!(
+                "partition {partition} ({rows} rows) needs {:.1} MiB; this executor uses {:.1} MiB (+{:.1} MiB arriving) of its \
+                 {:.1} MiB budget (--max-memory-mb)",
+                mib(need),
+                mib(live),
+                mib(reserved),
+                mib(self.inner.memory_budget)
+            )));
+        }
+        self.inner.reserved.fetch_add(need, Ordering::Relaxed);
+        // Arrow IPC framing and padding: a few percent, and a little per message.
+        let wire_bytes = rows.saturating_mul(wire);
+        Ok((Reservation { bytes: need, reserved: self.inner.reserved.clone() }, wire_bytes.saturating_add(wire_bytes / 16) + (1 << 20)))
     }
 
     /// Whether a job is active, and its changes.
@@ -171,6 +209,18 @@ impl Inner {
     }
 }
 
+/// Memory promised to a partition being received; given back when dropped.
+struct Reservation {
+    bytes: u64,
+    reserved: Arc<AtomicU64>,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.reserved.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
 /// A number that differs between two starts of an executor: the clock's nanoseconds mixed with
 /// the process id and the std library's per-process random hash keys.
 fn incarnation() -> u64 {
@@ -206,34 +256,8 @@ impl Executor for ExecutorService {
     #[instrument(skip_all, fields(executor = %self.inner.executor_id, job = %request.get_ref().job_id))]
     async fn begin_job(&self, request: Request<v1::BeginJobRequest>) -> Result<Response<v1::BeginJobResponse>, Status> {
         let r = request.into_inner();
-        let ensemble = match v1::JobMode::try_from(r.mode) {
-            Ok(v1::JobMode::Exact) => false,
-            Ok(v1::JobMode::Ensemble) => true,
-            _ => {
-                return Err(ExecutorError::InvalidRequest(format!("unknown job mode {}", r.mode)).into());
-            }
-        };
-        if r.job_id.is_empty() {
-            return Err(ExecutorError::InvalidRequest("job_id is empty".into()).into());
-        }
-        let num_classes = usize::try_from(r.num_classes).unwrap_or(usize::MAX);
-        if !(2..=255).contains(&num_classes) {
-            return Err(ExecutorError::InvalidRequest(format!("num_classes must be 2..=255, got {}", r.num_classes)).into());
-        }
-        if r.features.is_empty() {
-            return Err(ExecutorError::InvalidRequest("a job needs at least one feature".into()).into());
-        }
-        // Bins are bytes: at most 255 thresholds (256 bins) per feature, finite and increasing.
-        if let Some(f) = r.features.iter().find(|f| {
-            f.thresholds.len() > 255 || f.thresholds.iter().any(|t| !t.is_finite()) || f.thresholds.windows(2).any(|w| w[0] >= w[1])
-        }) {
-            return Err(ExecutorError::InvalidRequest(format!(
-                "feature '{}' needs at most 255 finite, increasing thresholds, got {}",
-                f.name,
-                f.thresholds.len()
-            ))
-            .into());
-        }
+        let ensemble = crate::validate::begin_job(&r)?;
+        let num_classes = r.num_classes as usize;
         if self.inner.decommissioning.load(Ordering::Relaxed) {
             return Err(ExecutorError::Decommissioning.into());
         }
@@ -274,7 +298,7 @@ impl Executor for ExecutorService {
         }
         let partitions = named(&r.partitions)?;
         self.answer(r.job_id, "histograms", "histogram", move |job| {
-            let nodes: Vec<NodeId> = r.nodes.iter().copied().map(NodeId).collect();
+            let nodes = crate::validate::histogram_nodes(&r.nodes, job.stats.layout().bytes_per_node())?;
             let histograms = job.stats.histograms_of(&partitions, &nodes)?;
             Ok(v1::BuildHistogramsResponse {
                 histograms: r.nodes.iter().zip(histograms).map(|(&node, h)| v1::NodeHistogram { node, counts: h.counts }).collect(),
@@ -437,13 +461,16 @@ impl FlightService for PartitionReceiver {
             .and_then(PartitionId::try_from)
             .map_err(ExecutorError::from)?;
         let declared_rows = descriptor.rows;
-        let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (_reservation, max_bytes) = self.service.admit_partition(&descriptor.job_id, partition, declared_rows)?;
+        let received = Arc::new(AtomicU64::new(0));
         let counter = received.clone();
         let data = stream::once(async { Ok(first) }).chain(incoming).map(move |m| {
-            if let Ok(m) = &m {
-                counter.fetch_add((m.data_header.len() + m.data_body.len() + m.app_metadata.len()) as u64, Ordering::Relaxed);
+            let m = m?;
+            let total = counter.fetch_add((m.data_header.len() + m.data_body.len() + m.app_metadata.len()) as u64, Ordering::Relaxed);
+            if total > max_bytes {
+                return Err(FlightError::ProtocolError(format!("more than {max_bytes} bytes for {declared_rows} declared rows")));
             }
-            m.map_err(FlightError::from)
+            Ok(m)
         });
         let batches: Vec<RecordBatch> = FlightRecordBatchStream::new_from_flight_data(data)
             .try_collect()

@@ -90,6 +90,16 @@ impl Job {
         self.stats.remove(id).map_or(0, |p| p.num_rows() as u64)
     }
 
+    /// Bytes a row takes on the wire and once held (bins, label, row index; raw values too in
+    /// ensemble mode), for the memory budget.
+    pub fn bytes_per_row(&self) -> (u64, u64) {
+        let features = self.edges.num_features() as u64;
+        match self.ensemble {
+            Some(_) => (8 * features + 1, 9 * features + 6),
+            None => (features + 1, features + 5),
+        }
+    }
+
     pub fn rows_held(&self) -> u64 {
         self.stats.rows()
     }

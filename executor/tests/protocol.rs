@@ -100,9 +100,9 @@ async fn tasks_without_a_job_or_for_another_job_are_refused() {
     let nan = vec![v1::FeatureBins { name: "x".into(), thresholds: vec![f64::NAN] }];
     assert_eq!(c.begin_job(begin("c", nan)).await.unwrap_err().code(), tonic::Code::InvalidArgument);
     let err = c.begin_job(begin("c", vec![])).await.unwrap_err();
-    assert_eq!((err.code(), err.message()), (tonic::Code::InvalidArgument, "invalid request: a job needs at least one feature"));
+    assert_eq!((err.code(), err.message()), (tonic::Code::InvalidArgument, "invalid request: a job needs 1 to 1024 features, got 0"));
     let err = c.begin_job(begin("", x_bins())).await.unwrap_err();
-    assert_eq!((err.code(), err.message()), (tonic::Code::InvalidArgument, "invalid request: job_id is empty"));
+    assert_eq!((err.code(), err.message()), (tonic::Code::InvalidArgument, "invalid request: job_id must be 1 to 256 bytes, got 0"));
     // EndJob twice is harmless: the same answer.
     let first = c.end_job(v1::EndJobRequest { job_id: "a".into() }).await.unwrap().into_inner();
     let second = c.end_job(v1::EndJobRequest { job_id: "a".into() }).await.unwrap().into_inner();

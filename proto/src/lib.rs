@@ -17,9 +17,32 @@ pub mod v1 {
 /// Bumped on any incompatible change of the contract; checked at the first contact.
 pub const PROTOCOL_VERSION: u32 = 2;
 
-/// gRPC messages are capped at 4 MiB by default; we allow larger control messages (a deep
-/// tree's histograms) and keep each Flight message of rows well under it.
+// Limits: every request an executor takes is checked against these before it allocates
+// (docs/security.md lists them). Both sides use them: the driver sizes its requests to fit.
+
+/// Largest gRPC message either side decodes (tonic's limit; its default is 4 MiB): a deep
+/// tree's histograms need more. Each Flight message of rows stays well under it.
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// Most features of a job (each one a column of every partition).
+pub const MAX_FEATURES: usize = 1024;
+/// Longest feature name or job id, in bytes.
+pub const MAX_NAME_BYTES: usize = 256;
+/// Bins are stored as one byte.
+pub const MAX_BINS: usize = 256;
+/// Labels are stored as one byte.
+pub const MAX_CLASSES: usize = 255;
+/// One node's histogram (every feature's bins times the classes, 8 bytes a count) at most this
+/// big, so that one node always fits in an answer.
+pub const MAX_NODE_HISTOGRAM_BYTES: usize = 16 << 20;
+/// A histogram answer at most this big; the driver asks for fewer nodes at a time to fit.
+pub const MAX_HISTOGRAM_ANSWER_BYTES: usize = 32 << 20;
+/// Most partitions of a run (each one a Flight stream per executor holding it).
+pub const MAX_PARTITIONS: usize = 4096;
+
+/// How many nodes' histograms fit in one answer.
+pub fn histogram_nodes_per_request(bytes_per_node: usize) -> usize {
+    (MAX_HISTOGRAM_ANSWER_BYTES / bytes_per_node.max(1)).max(1)
+}
 /// Target size of one Arrow Flight message of rows.
 pub const FLIGHT_CHUNK_BYTES: usize = 2 << 20;
 
@@ -38,6 +61,8 @@ impl fmt::Display for ExecutorId {
 pub enum WireError {
     #[error("field {field} is missing or unspecified")]
     Missing { field: &'static str },
+    #[error("field {field} has {found} entries, at most {max} are allowed")]
+    TooMany { field: &'static str, found: usize, max: usize },
     #[error("field {field} = {value} does not fit in {target}")]
     OutOfRange { field: &'static str, value: u64, target: &'static str },
     #[error("invalid tree: {0}")]
@@ -93,6 +118,13 @@ impl TryFrom<&v1::PartitionRef> for PartitionId {
                 return Err(WireError::Missing { field: "partition.role" });
             }
         };
+        if p.index as usize >= MAX_PARTITIONS {
+            return Err(WireError::OutOfRange {
+                field: "partition.index",
+                value: u64::from(p.index),
+                target: "a partition index (below MAX_PARTITIONS, 4096)",
+            });
+        }
         Ok(PartitionId { role, index: p.index })
     }
 }
@@ -102,6 +134,9 @@ pub fn partitions_to_wire(ids: &[PartitionId]) -> Vec<v1::PartitionRef> {
 }
 
 pub fn partitions_from_wire(refs: &[v1::PartitionRef]) -> Result<Vec<PartitionId>, WireError> {
+    if refs.len() > 2 * MAX_PARTITIONS {
+        return Err(WireError::TooMany { field: "partitions", found: refs.len(), max: 2 * MAX_PARTITIONS });
+    }
     refs.iter().map(PartitionId::try_from).collect()
 }
 

@@ -1,7 +1,9 @@
-//! What both binaries share: heap accounting, the metrics endpoint, tracing setup.
+//! What both binaries share: heap accounting, the metrics endpoint, transport security,
+//! tracing setup.
 
 pub mod heap;
 pub mod metrics;
+pub mod security;
 
 /// The process's peak resident set size (VmHWM, Linux), in bytes; 0 where unknown.
 pub fn peak_rss_bytes() -> u64 {

@@ -36,6 +36,8 @@ pub enum TreeError {
     SplitLogConflict { index: usize, logged: String, found: String },
     #[error("invalid split decision #{index}: {detail}")]
     InvalidDecision { index: usize, detail: String },
+    #[error("node {node} is not a leaf of the tree being grown")]
+    NotALeaf { node: u32 },
     #[error("partition {partition} is held already")]
     DuplicatePartition { partition: String },
     #[error("partition {partition} is not held here")]

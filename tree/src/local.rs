@@ -62,6 +62,10 @@ impl LocalStats {
         stats
     }
 
+    pub fn layout(&self) -> &HistogramLayout {
+        &self.layout
+    }
+
     /// Adds a partition. A training partition that arrives mid-run replays the split log, so its
     /// rows reach the same nodes as everyone else's. Holding it already is an error: a second
     /// copy would be counted twice.
@@ -101,6 +105,9 @@ impl LocalStats {
 
     /// Histograms of `nodes` summed over the named training partitions.
     pub fn histograms_of(&self, ids: &[PartitionId], nodes: &[NodeId]) -> Result<Vec<NodeHistogram>, TreeError> {
+        if let Some(node) = nodes.iter().find(|n| !self.log.is_leaf(**n)) {
+            return Err(TreeError::NotALeaf { node: node.0 });
+        }
         let held = self.named(ids, Role::Train).collect::<Result<Vec<_>, _>>()?;
         let mut out = vec![NodeHistogram::zeros(&self.layout); nodes.len()];
         for partition in held {

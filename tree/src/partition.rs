@@ -5,7 +5,7 @@
 //! grouped by the open tree node they reached, so that a node's histogram reads only that node's
 //! rows (LightGBM's data partition); applying a split stably partitions one group in two.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
@@ -24,12 +24,28 @@ pub struct SplitDecision {
 
 /// The run's decisions in order. A partition that arrives late (reassigned from a dead
 /// executor) replays the whole log; a repeated request is recognised by its position.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SplitLog {
     decisions: Vec<SplitDecision>,
+    /// The tree's leaves so far: the root, then each decision's children instead of its node.
+    leaves: BTreeSet<NodeId>,
+    /// Every node id used, leaves and split nodes: a child id is never reused.
+    used: BTreeSet<NodeId>,
+}
+
+impl Default for SplitLog {
+    fn default() -> Self {
+        let root = BTreeSet::from([NodeId(0)]);
+        SplitLog { decisions: Vec::new(), leaves: root.clone(), used: root }
+    }
 }
 
 impl SplitLog {
+    /// Whether `node` is a leaf of the tree the log describes (rows can be there).
+    pub fn is_leaf(&self, node: NodeId) -> bool {
+        self.leaves.contains(&node)
+    }
+
     /// Appends `decisions`, which start at position `first_index`, and returns the ones that
     /// are new. A retried request may overlap what is already logged, but only with the same
     /// decisions: a contradicting overlap is an error. Every new decision is checked against
@@ -45,6 +61,7 @@ impl SplitLog {
             return Err(TreeError::SplitLogGap { expected: have, found: first_index });
         }
         let already = (have - first_index).min(decisions.len());
+        let (mut leaves, mut used) = (self.leaves.clone(), self.used.clone());
         for (offset, (logged, found)) in self.decisions[first_index..].iter().zip(decisions).enumerate() {
             if logged != found {
                 return Err(TreeError::SplitLogConflict {
@@ -71,7 +88,17 @@ impl SplitLog {
             if d.left == d.right || d.left == d.node || d.right == d.node {
                 return Err(invalid(format!("node {} splits into {} and {}: the three must differ", d.node.0, d.left.0, d.right.0)));
             }
+            if !leaves.remove(&d.node) {
+                return Err(invalid(format!("node {} is not a leaf of the tree", d.node.0)));
+            }
+            for child in [d.left, d.right] {
+                if !used.insert(child) {
+                    return Err(invalid(format!("child id {} is already used", child.0)));
+                }
+                leaves.insert(child);
+            }
         }
+        (self.leaves, self.used) = (leaves, used);
         let start = self.decisions.len();
         self.decisions.extend_from_slice(&decisions[already..]);
         Ok(&self.decisions[start..])
@@ -300,8 +327,21 @@ mod tests {
             "bin 2 of 3 leaves nothing right"
         );
         assert!(matches!(log.append(0, &[d(0, 0, 1, 1)], &layout), Err(TreeError::InvalidDecision { .. })), "left == right");
-        assert!(log.append(0, &[d(0, 0, 1, 2), d(3, 0, 7, 8)], &layout).is_ok(), "an unknown node routes nothing");
-        assert!(log.len() == 2);
+        assert_eq!(
+            log.append(0, &[d(0, 0, 1, 2), d(3, 0, 7, 8)], &layout),
+            Err(TreeError::InvalidDecision { index: 1, detail: "node 3 is not a leaf of the tree".into() })
+        );
+        assert_eq!(
+            log.append(0, &[d(0, 0, 1, 2), d(1, 0, 3, 2)], &layout),
+            Err(TreeError::InvalidDecision { index: 1, detail: "child id 2 is already used".into() })
+        );
+        assert_eq!(
+            log.append(0, &[d(0, 0, 1, 2), d(0, 0, 3, 4)], &layout),
+            Err(TreeError::InvalidDecision { index: 1, detail: "node 0 is not a leaf of the tree".into() })
+        );
+        assert!(log.is_empty(), "a refused request logs nothing");
+        log.append(0, &[d(0, 0, 1, 2)], &layout).expect("valid");
+        assert!(log.is_leaf(NodeId(1)) && log.is_leaf(NodeId(2)) && !log.is_leaf(NodeId(0)) && !log.is_leaf(NodeId(3)));
     }
 
     #[test]

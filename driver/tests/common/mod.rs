@@ -20,9 +20,42 @@ pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
+/// The shared secret of the tests' drivers and executors (`CANOPY_AUTH_TOKEN_FILE` in their
+/// environment), so they may listen on non-loopback addresses.
+pub const TEST_TOKEN: &str = "canopy-test-token-0123456789";
+
+pub fn token_file() -> &'static Path {
+    static FILE: std::sync::OnceLock<(tempfile::TempDir, PathBuf)> = std::sync::OnceLock::new();
+    let (_, path) = FILE.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, format!("{TEST_TOKEN}\n")).unwrap();
+        (dir, path)
+    });
+    path
+}
+
 pub fn driver_command(args: &[&str]) -> Command {
     let mut command = Command::new(driver_bin());
-    command.args(args).env("CANOPY_EXECUTOR_BIN", executor_bin()).env_remove("RUST_LOG").env_remove("CANOPY_DATA");
+    command
+        .args(args)
+        .env("CANOPY_EXECUTOR_BIN", executor_bin())
+        .env("CANOPY_AUTH_TOKEN_FILE", token_file())
+        .env_remove("RUST_LOG")
+        .env_remove("CANOPY_DATA");
+    command
+}
+
+/// A client's credentials with the tests' token.
+pub fn test_security() -> canopy_runtime::security::Security {
+    let token = canopy_runtime::security::Token::from_file(token_file()).unwrap();
+    canopy_runtime::security::Security { token: Some(token), ..Default::default() }
+}
+
+/// `canopy-executor` with the tests' token.
+pub fn executor_command() -> Command {
+    let mut command = Command::new(executor_bin());
+    command.env("CANOPY_AUTH_TOKEN_FILE", token_file()).env_remove("RUST_LOG");
     command
 }
 
@@ -57,7 +90,7 @@ pub struct Executor {
 
 impl Executor {
     pub fn start(extra: &[&str]) -> Executor {
-        Executor::start_with(Command::new(executor_bin()), "127.0.0.1", extra)
+        Executor::start_with(executor_command(), "127.0.0.1", extra)
     }
 
     /// Starts an executor on `host` (in its network namespace, if it has one).
@@ -67,6 +100,7 @@ impl Executor {
 
     fn start_with(mut command: Command, ip: &str, extra: &[&str]) -> Executor {
         let mut child = command
+            .env("CANOPY_AUTH_TOKEN_FILE", token_file())
             .args(["--listen", &format!("{ip}:0"), "--quiet"])
             .args(extra)
             .stdout(Stdio::piped())

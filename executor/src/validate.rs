@@ -1,0 +1,163 @@
+//! Checks of requests that size what an executor allocates, done before anything is allocated.
+//! Pure functions of the request, so the property tests can throw anything at them.
+
+use std::collections::BTreeSet;
+
+use canopy_proto::v1;
+use canopy_proto::{MAX_BINS, MAX_CLASSES, MAX_FEATURES, MAX_HISTOGRAM_ANSWER_BYTES, MAX_NAME_BYTES, MAX_NODE_HISTOGRAM_BYTES};
+use canopy_tree::NodeId;
+
+use crate::ExecutorError;
+
+fn invalid(message: String) -> ExecutorError {
+    ExecutorError::InvalidRequest(message)
+}
+
+/// A BeginJob's shape: mode, id, classes, features (unique names, at most 255 finite increasing
+/// thresholds each), and one node's histogram within [`MAX_NODE_HISTOGRAM_BYTES`]. Returns
+/// whether the job is in ensemble mode.
+pub fn begin_job(r: &v1::BeginJobRequest) -> Result<bool, ExecutorError> {
+    let ensemble = match v1::JobMode::try_from(r.mode) {
+        Ok(v1::JobMode::Exact) => false,
+        Ok(v1::JobMode::Ensemble) => true,
+        _ => return Err(invalid(format!("unknown job mode {}", r.mode))),
+    };
+    if r.job_id.is_empty() || r.job_id.len() > MAX_NAME_BYTES {
+        return Err(invalid(format!("job_id must be 1 to {MAX_NAME_BYTES} bytes, got {}", r.job_id.len())));
+    }
+    let num_classes = usize::try_from(r.num_classes).unwrap_or(usize::MAX);
+    if !(2..=MAX_CLASSES).contains(&num_classes) {
+        return Err(invalid(format!("num_classes must be 2..={MAX_CLASSES}, got {}", r.num_classes)));
+    }
+    if r.features.is_empty() || r.features.len() > MAX_FEATURES {
+        return Err(invalid(format!("a job needs 1 to {MAX_FEATURES} features, got {}", r.features.len())));
+    }
+    let mut names = BTreeSet::new();
+    let mut bins = 0usize;
+    for (i, f) in r.features.iter().enumerate() {
+        if f.name.is_empty() || f.name.len() > MAX_NAME_BYTES {
+            return Err(invalid(format!("feature #{i}'s name must be 1 to {MAX_NAME_BYTES} bytes, got {}", f.name.len())));
+        }
+        if !names.insert(f.name.as_str()) {
+            return Err(invalid(format!("feature '{}' is named twice", f.name)));
+        }
+        // Bins are bytes: at most 255 thresholds (256 bins) per feature, finite and increasing.
+        if f.thresholds.len() >= MAX_BINS || f.thresholds.iter().any(|t| !t.is_finite()) || f.thresholds.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(invalid(format!(
+                "feature '{}' needs at most {} finite, increasing thresholds, got {}",
+                f.name,
+                MAX_BINS - 1,
+                f.thresholds.len()
+            )));
+        }
+        bins += f.thresholds.len() + 1;
+    }
+    let node_bytes = bins * num_classes * 8;
+    if node_bytes > MAX_NODE_HISTOGRAM_BYTES {
+        return Err(invalid(format!(
+            "one node's histogram would take {node_bytes} bytes ({bins} bins x {num_classes} classes), above the limit of \
+             {MAX_NODE_HISTOGRAM_BYTES}"
+        )));
+    }
+    Ok(ensemble)
+}
+
+/// A BuildHistograms' nodes: distinct, and their answer within [`MAX_HISTOGRAM_ANSWER_BYTES`].
+pub fn histogram_nodes(nodes: &[u32], bytes_per_node: usize) -> Result<Vec<NodeId>, ExecutorError> {
+    let most = canopy_proto::histogram_nodes_per_request(bytes_per_node);
+    if nodes.len() > most {
+        return Err(invalid(format!(
+            "{} nodes asked at once; at most {most} fit in an answer of {MAX_HISTOGRAM_ANSWER_BYTES} bytes",
+            nodes.len()
+        )));
+    }
+    let distinct: BTreeSet<u32> = nodes.iter().copied().collect();
+    if distinct.len() != nodes.len() {
+        return Err(invalid("a node is named twice".into()));
+    }
+    Ok(nodes.iter().copied().map(NodeId).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn feature(name: &str, thresholds: Vec<f64>) -> v1::FeatureBins {
+        v1::FeatureBins { name: name.into(), thresholds }
+    }
+
+    fn job(features: Vec<v1::FeatureBins>, num_classes: u32) -> v1::BeginJobRequest {
+        v1::BeginJobRequest { job_id: "job".into(), features, num_classes, mode: v1::JobMode::Exact as i32 }
+    }
+
+    fn refused(r: &v1::BeginJobRequest) -> String {
+        begin_job(r).expect_err("refused").to_string()
+    }
+
+    #[test]
+    fn begin_job_refuses_what_would_cost_too_much_or_make_no_sense() {
+        assert_eq!(begin_job(&job(vec![feature("x", vec![0.5])], 3)).ok(), Some(false));
+        assert_eq!(refused(&job(vec![], 3)), "invalid request: a job needs 1 to 1024 features, got 0");
+        let many = (0..1025).map(|i| feature(&format!("f{i}"), vec![])).collect();
+        assert_eq!(refused(&job(many, 3)), "invalid request: a job needs 1 to 1024 features, got 1025");
+        assert_eq!(refused(&job(vec![feature("x", vec![]), feature("x", vec![])], 3)), "invalid request: feature 'x' is named twice");
+        assert_eq!(refused(&job(vec![feature("", vec![])], 3)), "invalid request: feature #0's name must be 1 to 256 bytes, got 0");
+        assert_eq!(
+            refused(&job(vec![feature("x", vec![f64::NAN])], 3)),
+            "invalid request: feature 'x' needs at most 255 finite, increasing thresholds, got 1"
+        );
+        assert_eq!(refused(&job(vec![feature("x", vec![])], 1)), "invalid request: num_classes must be 2..=255, got 1");
+        // 1024 features of 256 bins and 255 classes would be 535 MB a node.
+        let wide = (0..1024).map(|i| feature(&format!("f{i}"), (0..255).map(f64::from).collect())).collect();
+        assert_eq!(
+            refused(&job(wide, 255)),
+            "invalid request: one node's histogram would take 534773760 bytes (262144 bins x 255 classes), above the limit of 16777216"
+        );
+        let empty_id = v1::BeginJobRequest { job_id: String::new(), ..job(vec![feature("x", vec![])], 2) };
+        assert_eq!(refused(&empty_id), "invalid request: job_id must be 1 to 256 bytes, got 0");
+        let no_mode = v1::BeginJobRequest { mode: 0, ..job(vec![feature("x", vec![])], 2) };
+        assert_eq!(refused(&no_mode), "invalid request: unknown job mode 0");
+    }
+
+    #[test]
+    fn histogram_requests_fit_in_an_answer() {
+        assert_eq!(histogram_nodes(&[1, 2], 1000).expect("fits"), vec![NodeId(1), NodeId(2)]);
+        assert_eq!(histogram_nodes(&[1, 1], 1000).expect_err("twice").to_string(), "invalid request: a node is named twice");
+        let nodes: Vec<u32> = (0..3).collect();
+        assert_eq!(
+            histogram_nodes(&nodes, 16 << 20).expect_err("too big").to_string(),
+            "invalid request: 3 nodes asked at once; at most 2 fit in an answer of 33554432 bytes"
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+        /// Any request is answered (accepted or refused), never a panic; an accepted one's
+        /// histogram fits the limit.
+        #[test]
+        fn begin_job_never_panics(
+            mode in -2i32..4,
+            job_id in ".{0,3}",
+            num_classes in any::<u32>(),
+            features in prop::collection::vec(("[a-c]{0,2}", prop::collection::vec(any::<f64>(), 0..300)), 0..6),
+        ) {
+            let r = v1::BeginJobRequest {
+                job_id,
+                num_classes,
+                mode,
+                features: features.into_iter().map(|(name, thresholds)| v1::FeatureBins { name, thresholds }).collect(),
+            };
+            if begin_job(&r).is_ok() {
+                let bins: usize = r.features.iter().map(|f| f.thresholds.len() + 1).sum();
+                prop_assert!(bins * r.num_classes as usize * 8 <= MAX_NODE_HISTOGRAM_BYTES);
+            }
+        }
+
+        #[test]
+        fn histogram_nodes_never_panic(nodes in prop::collection::vec(any::<u32>(), 0..64), bytes in any::<usize>()) {
+            let _ = histogram_nodes(&nodes, bytes);
+        }
+    }
+}
