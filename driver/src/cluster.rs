@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use canopy_proto::v1::executor_client::ExecutorClient;
 use canopy_proto::v1::{HandshakeRequest, HeartbeatRequest};
-use canopy_proto::{ExecutorId, MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
+use canopy_proto::{ExecutorId, MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES, PROTOCOL_VERSION};
 use canopy_runtime::security::{AuthChannel, Security, Token};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -148,7 +148,7 @@ pub async fn connect(addr: &str, timeout: Duration, security: &Security) -> Resu
         .map_err(|e| unreachable(canopy_runtime::error_chain(&e)))?;
     let channel = security.authorize(channel);
     let mut control =
-        ExecutorClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES);
+        ExecutorClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_REQUEST_BYTES);
     let reply = tokio::time::timeout(timeout, control.handshake(HandshakeRequest { protocol_version: PROTOCOL_VERSION }))
         .await
         .map_err(|_| unreachable("handshake timed out".into()))?

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use canopy_proto::v1;
 use canopy_proto::v1::driver_server::{Driver, DriverServer};
-use canopy_proto::{ExecutorId, MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
+use canopy_proto::{ExecutorId, MAX_REQUEST_BYTES, PROTOCOL_VERSION};
 use canopy_runtime::security::Security;
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
@@ -58,7 +58,7 @@ pub async fn start(
     let incoming = security.incoming(listener).map_err(|e| DriverError::Config(e.to_string()))?;
     let require_token = tonic::service::InterceptorLayer::new(security.require_token());
     let service = DriverService { registry, addr, security: security.clone(), connect_timeout, heartbeat_interval };
-    let server = DriverServer::new(service).max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let server = DriverServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES);
     let task = tokio::spawn(async move {
         if let Err(e) = tonic::transport::Server::builder().layer(require_token).add_service(server).serve_with_incoming(incoming).await {
             warn!(error = %e, "driver registration service stopped");

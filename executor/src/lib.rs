@@ -15,8 +15,8 @@ pub mod validate;
 use std::future::Future;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
-use canopy_proto::MAX_MESSAGE_BYTES;
 use canopy_proto::v1::executor_server::ExecutorServer;
+use canopy_proto::{MAX_FLIGHT_MESSAGE_BYTES, MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES};
 use canopy_runtime::security::Security;
 pub use error::ExecutorError;
 pub use metrics::ExecutorMetrics;
@@ -33,10 +33,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let control =
-        ExecutorServer::new(service.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES);
+        ExecutorServer::new(service.clone()).max_decoding_message_size(MAX_REQUEST_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES);
     let flight = FlightServiceServer::new(PartitionReceiver::new(service))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(MAX_FLIGHT_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_REQUEST_BYTES);
     let incoming = security.incoming(listener)?;
     tonic::transport::Server::builder()
         .layer(tonic::service::InterceptorLayer::new(security.require_token()))

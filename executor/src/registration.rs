@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use canopy_proto::v1::driver_client::DriverClient;
 use canopy_proto::v1::{DecommissionRequest, ExecutorHeartbeatRequest, RegisterExecutorRequest};
-use canopy_proto::{MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
+use canopy_proto::{MAX_REQUEST_BYTES, PROTOCOL_VERSION};
 use canopy_runtime::security::{AuthChannel, Security};
 use thiserror::Error;
 use tracing::{info, warn};
@@ -53,7 +53,7 @@ impl DriverLink {
     async fn client(&self) -> Result<DriverClient<AuthChannel>, String> {
         let endpoint = self.security.endpoint(&self.driver)?.connect_timeout(CONNECT_TIMEOUT).timeout(CALL_TIMEOUT).tcp_nodelay(true);
         let channel = endpoint.connect().await.map_err(|e| canopy_runtime::error_chain(&e))?;
-        Ok(DriverClient::new(self.security.authorize(channel)).max_decoding_message_size(MAX_MESSAGE_BYTES))
+        Ok(DriverClient::new(self.security.authorize(channel)).max_decoding_message_size(MAX_REQUEST_BYTES))
     }
 
     /// The address we advertise: explicit, or our listen address, or (when we listen on all

@@ -429,6 +429,13 @@ impl PartitionReceiver {
 
 type FlightStream<T> = BoxStream<'static, Result<T, Status>>;
 
+/// A received Flight message whose IPC header is consistent with its body (see
+/// `check_ipc_message`); the Flight decoder may read it.
+pub fn checked_flight_data(m: FlightData) -> Result<FlightData, FlightError> {
+    canopy_proto::partition::check_ipc_message(&m.data_header, m.data_body.len()).map_err(|e| FlightError::ProtocolError(e.to_string()))?;
+    Ok(m)
+}
+
 fn unsupported<T>(what: &str) -> Result<T, Status> {
     Err(Status::unimplemented(format!("canopy executors only accept DoPut of partitions, not {what}")))
 }
@@ -465,7 +472,7 @@ impl FlightService for PartitionReceiver {
         let received = Arc::new(AtomicU64::new(0));
         let counter = received.clone();
         let data = stream::once(async { Ok(first) }).chain(incoming).map(move |m| {
-            let m = m?;
+            let m = checked_flight_data(m?)?;
             let total = counter.fetch_add((m.data_header.len() + m.data_body.len() + m.app_metadata.len()) as u64, Ordering::Relaxed);
             if total > max_bytes {
                 return Err(FlightError::ProtocolError(format!("more than {max_bytes} bytes for {declared_rows} declared rows")));

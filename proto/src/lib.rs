@@ -20,9 +20,15 @@ pub const PROTOCOL_VERSION: u32 = 2;
 // Limits: every request an executor takes is checked against these before it allocates
 // (docs/security.md lists them). Both sides use them: the driver sizes its requests to fit.
 
-/// Largest gRPC message either side decodes (tonic's limit; its default is 4 MiB): a deep
-/// tree's histograms need more. Each Flight message of rows stays well under it.
+/// Largest answer the driver decodes (tonic's limit; its default is 4 MiB): a deep tree's
+/// histograms need more.
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// Largest request a server decodes (tonic's default). Decoding can take ~25 times a message's
+/// size (a repeated empty message costs 2 bytes on the wire, ~50 in memory), so requests, which
+/// are small, stay at this.
+pub const MAX_REQUEST_BYTES: usize = 4 << 20;
+/// Largest Flight message of rows an executor decodes: four times the chunks the driver sends.
+pub const MAX_FLIGHT_MESSAGE_BYTES: usize = 4 * FLIGHT_CHUNK_BYTES;
 /// Most features of a job (each one a column of every partition).
 pub const MAX_FEATURES: usize = 1024;
 /// Longest feature name or job id, in bytes.

@@ -11,6 +11,9 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use canopy_tree::{BinEdges, BinnedPartition, TreeError};
 use thiserror::Error;
 
+/// Most columns of a partition: the features and the label.
+const MAX_COLUMNS: usize = crate::MAX_FEATURES + 1;
+
 /// The label column's name.
 pub const LABEL: &str = "label";
 
@@ -30,6 +33,61 @@ pub enum PartitionFormatError {
     Rows(#[from] TreeError),
     #[error("cannot build the record batch: {0}")]
     Arrow(String),
+    #[error("malformed Arrow IPC message: {0}")]
+    Ipc(String),
+}
+
+/// Checks one Arrow IPC message (a Flight message's header) against its body before arrow-ipc
+/// reads it: the reader trusts the header's buffer offsets, row and null counts, and panics on
+/// a buffer past the body's end or a null count without its bitmap (found by executor/tests/fuzz.rs).
+pub fn check_ipc_message(header: &[u8], body_len: usize) -> Result<(), PartitionFormatError> {
+    if header.is_empty() {
+        return Ok(());
+    }
+    let bad = |reason: String| Err(PartitionFormatError::Ipc(reason));
+    let message = match arrow::ipc::root_as_message(header) {
+        Ok(m) => m,
+        Err(e) => return bad(format!("the header is not an IPC message ({e})")),
+    };
+    if let Some(schema) = message.header_as_schema() {
+        // Only the format's types, little-endian: the reader panics on some types it does not
+        // support, and on a schema without its field list.
+        let fields = schema.fields().filter(|f| !f.is_empty() && f.len() <= MAX_COLUMNS);
+        let Some(fields) = fields.filter(|_| schema.endianness() == arrow::ipc::Endianness::Little) else {
+            return bad(format!("a schema needs 1 to {MAX_COLUMNS} little-endian columns"));
+        };
+        for field in fields {
+            let supported = field.type_as_int().is_some_and(|t| t.bitWidth() == 8 && !t.is_signed())
+                || field.type_as_floating_point().is_some_and(|t| t.precision() == arrow::ipc::Precision::DOUBLE);
+            if !supported || field.dictionary().is_some() || field.children().is_some_and(|c| !c.is_empty()) {
+                return bad(format!("column '{}' is not UInt8 or Float64", field.name().unwrap_or_default()));
+            }
+        }
+        return Ok(());
+    }
+    let Some(batch) = message.header_as_record_batch() else {
+        return bad("only schema and record batch messages are accepted".into());
+    };
+    if batch.compression().is_some() {
+        return bad("compressed bodies are not accepted".into());
+    }
+    if usize::try_from(message.bodyLength()).ok() != Some(body_len) {
+        return bad(format!("the header declares a {}-byte body, the message has {body_len} bytes", message.bodyLength()));
+    }
+    for (i, buffer) in batch.buffers().into_iter().flatten().enumerate() {
+        let end = u64::try_from(buffer.offset()).ok().zip(u64::try_from(buffer.length()).ok()).and_then(|(o, l)| o.checked_add(l));
+        if !end.is_some_and(|end| end <= body_len as u64) {
+            return bad(format!("buffer {i} at {}+{} lies outside the {body_len}-byte body", buffer.offset(), buffer.length()));
+        }
+    }
+    let rows = batch.length();
+    for node in batch.nodes().into_iter().flatten() {
+        // Partitions have no nulls; a null count would make the reader trust a validity bitmap.
+        if rows < 0 || node.length() != rows || node.null_count() != 0 {
+            return bad(format!("a column declares {} values ({} null) in a batch of {rows} rows", node.length(), node.null_count()));
+        }
+    }
+    Ok(())
 }
 
 /// Feature values of every loaded row, one vector per feature.
