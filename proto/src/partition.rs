@@ -76,7 +76,7 @@ pub fn check_ipc_message(header: &[u8], body_len: usize) -> Result<(), Partition
     }
     for (i, buffer) in batch.buffers().into_iter().flatten().enumerate() {
         let end = u64::try_from(buffer.offset()).ok().zip(u64::try_from(buffer.length()).ok()).and_then(|(o, l)| o.checked_add(l));
-        if !end.is_some_and(|end| end <= body_len as u64) {
+        if end.is_none_or(|end| end > body_len as u64) {
             return bad(format!("buffer {i} at {}+{} lies outside the {body_len}-byte body", buffer.offset(), buffer.length()));
         }
     }

@@ -47,7 +47,7 @@ pub enum SecurityError {
     )]
     Unauthenticated { addr: SocketAddr, flag: String },
     #[error("cannot generate a token: {0}")]
-    Random(io::Error),
+    Random(String),
 }
 
 /// A shared secret. Never printed: its Debug form is redacted.
@@ -75,11 +75,10 @@ impl Token {
         Ok(Token(token.to_vec()))
     }
 
-    /// 32 random bytes from the kernel, hex-encoded.
+    /// 32 random bytes from the operating system, hex-encoded.
     pub fn generate() -> Result<Token, SecurityError> {
         let mut random = [0u8; 32];
-        io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").map_err(SecurityError::Random)?, &mut random)
-            .map_err(SecurityError::Random)?;
+        getrandom::fill(&mut random).map_err(|e| SecurityError::Random(e.to_string()))?;
         Ok(Token(random.iter().map(|b| format!("{b:02x}")).collect::<String>().into_bytes()))
     }
 
