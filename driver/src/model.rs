@@ -145,7 +145,11 @@ impl LoadedModel {
     /// Predicts every row of column-major raw features.
     pub fn predict(&self, columns: &[Vec<f64>]) -> Result<Vec<u32>> {
         if columns.len() != self.file.feature_names.len() {
-            return Err(DriverError::Internal(format!("{} feature columns for a model of {}", columns.len(), self.file.feature_names.len())));
+            return Err(DriverError::Internal(format!(
+                "{} feature columns for a model of {}",
+                columns.len(),
+                self.file.feature_names.len()
+            )));
         }
         let rows = columns.first().map_or(0, Vec::len);
         if let Some(tree) = &self.file.tree {

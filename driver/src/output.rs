@@ -132,7 +132,8 @@ mod tests {
     use super::*;
 
     fn listing(dir: &Path) -> Vec<(String, Option<String>)> {
-        let mut all: Vec<_> = walk(dir).into_iter().map(|p| (p.strip_prefix(dir).unwrap().display().to_string(), std::fs::read_to_string(&p).ok())).collect();
+        let mut all: Vec<_> =
+            walk(dir).into_iter().map(|p| (p.strip_prefix(dir).unwrap().display().to_string(), std::fs::read_to_string(&p).ok())).collect();
         all.sort();
         all
     }

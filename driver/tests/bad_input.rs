@@ -175,7 +175,10 @@ fn fails_exactly(args: &[&str], expected: &str) {
 
 #[test]
 fn too_many_partitions() {
-    fails_with(&["--partitions", "100000"], "invalid configuration: partitions (--partitions, or partitions in [split]) must be between 1 and 4096, got 100000");
+    fails_with(
+        &["--partitions", "100000"],
+        "invalid configuration: partitions (--partitions, or partitions in [split]) must be between 1 and 4096, got 100000",
+    );
     fails_with(&["--partitions", "0"], "must be between 1 and 4096, got 0");
     let tmp = tempfile::tempdir().unwrap();
     let exp = tmp.path().join("exp.toml");
@@ -190,7 +193,10 @@ fn empty_or_foreign_parquet_file() {
     std::fs::write(&empty, "").unwrap();
     fails_with(&["--data", empty.to_str().unwrap()], &format!("cannot read '{}': the file is empty (0 bytes)", empty.display()));
     let text = csv(tmp.path(), "text.parquet", &[HEADER, ROW]);
-    fails_with(&["--data", &text], &format!("cannot read '{text}': not a Parquet file (it does not start and end with the magic bytes PAR1)"));
+    fails_with(
+        &["--data", &text],
+        &format!("cannot read '{text}': not a Parquet file (it does not start and end with the magic bytes PAR1)"),
+    );
 }
 
 #[test]
