@@ -14,6 +14,14 @@ pub fn embedded_dataset() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/flights-2013.parquet")
 }
 
+/// Most partitions of each of train and test. Every partition is a Flight stream to an
+/// executor and a task per step, so the count bounds the driver's connections and memory;
+/// 4096 is far beyond any useful split of one machine's data.
+pub const MAX_PARTITIONS: u32 = 4096;
+
+/// Most label buckets: labels travel as one byte, so at most 255 classes.
+pub const MAX_LABEL_BUCKETS: usize = 254;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
@@ -80,6 +88,32 @@ impl FeatureSpec {
     pub fn feature_names(&self) -> Vec<String> {
         self.numeric.iter().cloned().chain(self.categorical.iter().map(|c| format!("{c}_index"))).collect()
     }
+
+    /// What an experiment and a model file both need of their features and label.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        if self.numeric.is_empty() && self.categorical.is_empty() {
+            return Err("no feature columns: give numeric and/or categorical columns".into());
+        }
+        let names = self.feature_names();
+        for (i, name) in names.iter().enumerate() {
+            if names[..i].contains(name) {
+                return Err(format!("feature '{name}' is listed twice"));
+            }
+        }
+        self.label.check()
+    }
+}
+
+impl LabelSpec {
+    pub fn check(&self) -> std::result::Result<(), String> {
+        if self.buckets.iter().any(|b| !b.is_finite()) || self.buckets.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(format!("label buckets must be finite and strictly increasing, got {:?}", self.buckets));
+        }
+        if self.buckets.len() > MAX_LABEL_BUCKETS {
+            return Err(format!("at most {MAX_LABEL_BUCKETS} label buckets ({} classes)", MAX_LABEL_BUCKETS + 1));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -112,31 +146,24 @@ impl Experiment {
     pub fn from_file(path: &Path) -> Result<Self> {
         let text =
             std::fs::read_to_string(path).map_err(|e| DriverError::ExperimentFile { path: path.to_path_buf(), reason: e.to_string() })?;
-        toml::from_str(&text).map_err(|e| DriverError::ExperimentFile { path: path.to_path_buf(), reason: e.to_string() })
+        Experiment::parse(path, &text)
+    }
+
+    /// Parses the text of the experiment file at `path` (named in errors).
+    pub fn parse(path: &Path, text: &str) -> Result<Self> {
+        toml::from_str(text).map_err(|e| DriverError::ExperimentFile { path: path.to_path_buf(), reason: e.to_string() })
     }
 
     pub fn check(self) -> Result<ValidExperiment> {
-        let f = &self.features;
-        if f.numeric.is_empty() && f.categorical.is_empty() {
-            return Err(DriverError::Config("no feature columns: give numeric and/or categorical columns".into()));
-        }
-        let names = f.feature_names();
-        for (i, name) in names.iter().enumerate() {
-            if names[..i].contains(name) {
-                return Err(DriverError::Config(format!("feature '{name}' is listed twice")));
-            }
-        }
-        if f.label.buckets.iter().any(|b| !b.is_finite()) || f.label.buckets.windows(2).any(|w| w[0] >= w[1]) {
-            return Err(DriverError::Config(format!("label buckets must be finite and strictly increasing, got {:?}", f.label.buckets)));
-        }
-        if f.label.buckets.len() > 254 {
-            return Err(DriverError::Config("at most 254 label buckets (255 classes)".into()));
-        }
+        self.features.check().map_err(DriverError::Config)?;
         if !(self.split.test_fraction > 0.0 && self.split.test_fraction < 1.0) {
             return Err(DriverError::Config(format!("test_fraction must be in (0, 1), got {}", self.split.test_fraction)));
         }
-        if self.split.partitions == 0 {
-            return Err(DriverError::Config("partitions must be at least 1".into()));
+        if !(1..=MAX_PARTITIONS).contains(&self.split.partitions) {
+            return Err(DriverError::Config(format!(
+                "partitions (--partitions, or partitions in [split]) must be between 1 and {MAX_PARTITIONS}, got {}",
+                self.split.partitions
+            )));
         }
         let data = self.data.clone().unwrap_or_else(embedded_dataset);
         let tree = self.tree.clone().check().map_err(DriverError::Params)?;

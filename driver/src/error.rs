@@ -16,6 +16,8 @@ pub enum DriverError {
     WrongColumnType { path: PathBuf, column: String, expected: &'static str, found: String },
     #[error("column '{column}' of '{path}' has a non-numeric value '{value}' at row {row}; expected a number")]
     NonNumericValue { path: PathBuf, column: String, row: u64, value: String },
+    #[error("column '{column}' of '{path}' cannot be read at row {row}: {detail}")]
+    UnparsableValue { path: PathBuf, column: String, row: u64, detail: String },
     #[error("column '{column}' of '{path}' is null at row {row}; features must not be null")]
     NullFeature { path: PathBuf, column: String, row: u64 },
     #[error("column '{column}' of '{path}' has a non-finite value {value} at row {row}")]

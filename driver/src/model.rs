@@ -12,7 +12,7 @@ use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{FeatureSpec, Mode, SplitSpec};
-use crate::data::features::Encoding;
+use crate::data::features::{Encoding, MAX_CLASSES};
 use crate::error::{DriverError, Result};
 
 pub const MODEL_FORMAT: &str = "canopy-model";
@@ -44,36 +44,115 @@ impl ModelFile {
         Ok(bytes)
     }
 
-    pub fn load(path: &Path) -> Result<ModelFile> {
-        let invalid = |reason: String| DriverError::InvalidModel { path: path.to_path_buf(), reason };
+    /// Reads and checks a model file; see [`ModelFile::parse`].
+    pub fn load(path: &Path) -> Result<LoadedModel> {
         let bytes = std::fs::read(path).map_err(|e| DriverError::UnreadableFile { path: path.to_path_buf(), reason: e.to_string() })?;
-        let model: ModelFile = serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
-        if model.format != MODEL_FORMAT || model.format_version != MODEL_FORMAT_VERSION {
-            return Err(invalid(format!(
-                "format {} v{}, expected {MODEL_FORMAT} v{MODEL_FORMAT_VERSION}",
-                model.format, model.format_version
-            )));
-        }
-        if model.feature_names != model.features.feature_names() {
-            return Err(invalid("feature_names do not match the feature spec".into()));
-        }
-        match (&model.tree, &model.ensemble) {
-            (Some(tree), None) => {
-                tree.validate().map_err(|e| invalid(e.to_string()))?;
-                if tree.num_features as usize != model.feature_names.len() {
-                    return Err(invalid("tree and feature names disagree on the feature count".into()));
-                }
-            }
-            (None, Some(trees)) if !trees.is_empty() => {}
-            _ => return Err(invalid("a model holds either a tree or a non-empty ensemble".into())),
-        }
-        Ok(model)
+        ModelFile::parse(path, &bytes)
     }
 
+    /// Parses the model read from `path` and checks everything scoring relies on, so that a
+    /// hostile or damaged file is refused here with [`DriverError::InvalidModel`] instead of
+    /// panicking or mislabelling rows later.
+    pub fn parse(path: &Path, bytes: &[u8]) -> Result<LoadedModel> {
+        let invalid = |reason: String| DriverError::InvalidModel { path: path.to_path_buf(), reason };
+        let file: ModelFile = serde_json::from_slice(bytes).map_err(|e| invalid(e.to_string()))?;
+        let ensemble = file.check().map_err(invalid)?;
+        Ok(LoadedModel { file, ensemble })
+    }
+
+    /// Checks the model; returns the ensemble's trees, parsed (empty for a single tree).
+    fn check(&self) -> std::result::Result<Vec<DecisionTree<f64, usize>>, String> {
+        if self.format != MODEL_FORMAT || self.format_version != MODEL_FORMAT_VERSION {
+            return Err(format!("format {} v{}, expected {MODEL_FORMAT} v{MODEL_FORMAT_VERSION}", self.format, self.format_version));
+        }
+        self.features.check().map_err(|e| format!("features: {e}"))?;
+        if self.feature_names != self.features.feature_names() {
+            return Err("feature_names do not match the feature spec".into());
+        }
+        let features = self.feature_names.len();
+        if self.bin_edges.num_features() != features {
+            return Err(format!("bin_edges has {} features but the model has {features}", self.bin_edges.num_features()));
+        }
+        self.params.clone().check().map_err(|e| format!("params: {e}"))?;
+        let encoding = &self.encoding;
+        if encoding.label != self.features.label {
+            return Err("the encoding's label differs from the features' label".into());
+        }
+        // Labels are scored as one byte, and a classifier has at least two classes.
+        let classes = encoding.class_names.len();
+        if !(2..=MAX_CLASSES).contains(&classes) {
+            return Err(format!("the encoding has {classes} classes; a model has between 2 and {MAX_CLASSES}"));
+        }
+        let buckets = encoding.label.buckets.len();
+        if buckets > 0 && classes != buckets + 1 {
+            return Err(format!("the label has {buckets} buckets, so {} classes, but the encoding names {classes}", buckets + 1));
+        }
+        if let Some(column) = self.features.categorical.iter().find(|c| !encoding.string_indexes.contains_key(*c)) {
+            return Err(format!("the encoding has no category index for '{column}'"));
+        }
+        match (&self.tree, &self.ensemble) {
+            (Some(tree), None) => {
+                if tree.num_features as usize != features {
+                    return Err(format!("the tree has {} features but the model has {features}", tree.num_features));
+                }
+                if tree.num_classes as usize != classes {
+                    return Err(format!("the tree has {} classes but the model has {classes}", tree.num_classes));
+                }
+                tree.validate().map_err(|e| e.to_string())?;
+                Ok(Vec::new())
+            }
+            (None, Some(trees)) if !trees.is_empty() => trees
+                .iter()
+                .enumerate()
+                .map(|(t, value)| check_linfa_tree(value, features, classes).map_err(|e| format!("ensemble tree {t}: {e}")))
+                .collect(),
+            _ => Err("a model holds either a tree or a non-empty ensemble".into()),
+        }
+    }
+}
+
+/// Parses one ensemble tree and checks that scoring cannot index past the features or
+/// classes, nor reach a split without children (linfa would panic on any of these).
+fn check_linfa_tree(value: &serde_json::Value, features: usize, classes: usize) -> std::result::Result<DecisionTree<f64, usize>, String> {
+    let tree = DecisionTree::<f64, usize>::deserialize(value).map_err(|e| e.to_string())?;
+    // Nodes are numbered in level order from the root (node 0).
+    for (i, node) in tree.iter_nodes().enumerate() {
+        if let Some(class) = node.prediction() {
+            if class >= classes {
+                return Err(format!("node {i} predicts class {class} but the model has {classes} classes"));
+            }
+        } else {
+            let (feature, _, _) = node.split();
+            if feature >= features {
+                return Err(format!("node {i} splits on feature {feature} but the model has {features} features"));
+            }
+            if node.children().iter().any(|c| c.is_none()) {
+                return Err(format!("node {i} is a split without two children"));
+            }
+        }
+    }
+    Ok(tree)
+}
+
+/// A model that passed [`ModelFile::parse`], with its ensemble parsed once.
+#[derive(Debug)]
+pub struct LoadedModel {
+    pub file: ModelFile,
+    ensemble: Vec<DecisionTree<f64, usize>>,
+}
+
+impl LoadedModel {
     /// Predicts every row of column-major raw features.
     pub fn predict(&self, columns: &[Vec<f64>]) -> Result<Vec<u32>> {
+        if columns.len() != self.file.feature_names.len() {
+            return Err(DriverError::Internal(format!(
+                "{} feature columns for a model of {}",
+                columns.len(),
+                self.file.feature_names.len()
+            )));
+        }
         let rows = columns.first().map_or(0, Vec::len);
-        if let Some(tree) = &self.tree {
+        if let Some(tree) = &self.file.tree {
             let mut row = vec![0.0; columns.len()];
             return Ok((0..rows)
                 .map(|r| {
@@ -84,19 +163,12 @@ impl ModelFile {
                 })
                 .collect());
         }
-        let trees = self
-            .ensemble
-            .as_ref()
-            .ok_or_else(|| DriverError::Internal("model has neither tree nor ensemble".into()))?
-            .iter()
-            .map(|v| serde_json::from_value::<DecisionTree<f64, usize>>(v.clone()))
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| DriverError::Internal(format!("ensemble tree: {e}")))?;
         let records = Array2::from_shape_fn((rows, columns.len()), |(r, f)| columns[f][r]);
-        let k = self.encoding.class_names.len();
+        let k = self.file.encoding.class_names.len();
         let mut votes = vec![0u32; rows * k];
-        for tree in &trees {
+        for tree in &self.ensemble {
             for (r, &class) in tree.predict(&records).iter().enumerate() {
+                // Checked at load; a class out of range would only lose its vote.
                 if class < k {
                     votes[r * k + class] += 1;
                 }

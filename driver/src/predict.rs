@@ -21,7 +21,8 @@ pub struct Scored {
 }
 
 pub async fn predict(model_path: &Path, data: &Path, out: &Path) -> Result<Scored> {
-    let model = ModelFile::load(model_path)?;
+    let scorer = ModelFile::load(model_path)?;
+    let model = &scorer.file;
     let is_csv = match out.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
         Some("csv") => true,
         Some("parquet") => false,
@@ -29,7 +30,7 @@ pub async fn predict(model_path: &Path, data: &Path, out: &Path) -> Result<Score
     };
     let loaded = load(data, &model.features, false).await?;
     let featurized = model.encoding.apply(&loaded, &model.features)?;
-    let predictions = model.predict(&featurized.columns)?;
+    let predictions = scorer.predict(&featurized.columns)?;
     let names = &model.encoding.class_names;
     let class_name = |c: u32| names.get(c as usize).cloned().unwrap_or_default();
     let mut fields = vec![

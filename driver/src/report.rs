@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::config::{Mode, SplitSpec};
 use crate::data::{Prepared, RowCounts};
 use crate::error::{DriverError, Result};
-use crate::output::write_bytes_atomically;
+use crate::output::Staged;
 use crate::plot::{self, RunPoint};
 use crate::results::{ExecutorReport, FailureRecord, GrowthReport, MembershipEvent, RunResult, RunTimings, TrafficStats};
 
@@ -282,16 +282,18 @@ impl Report {
     }
 }
 
-/// Writes the report, its CSV and plot, and the run models under `dir`. Everything is
-/// rendered first, so a failure leaves `dir` as it was.
+/// Writes the report, its CSV and plot, and the run models under `dir`, all or nothing: a
+/// failure leaves `dir` as it was.
 pub fn write_all(dir: &Path, report: &Report, runs: &[(u32, RunResult)]) -> Result<Vec<PathBuf>> {
     let files: Vec<(PathBuf, Vec<u8>)> = std::iter::once((dir.join("report.json"), report.to_json()?))
         .chain(std::iter::once((dir.join("report.csv"), report.to_csv().into_bytes())))
         .chain(std::iter::once((dir.join("scaling.svg"), plot::runs_svg(&report.points(), "report")?.into_bytes())))
         .chain(runs.iter().map(|(rep, r)| (dir.join(model_file_name(r.executors, *rep)), r.model_json.clone())))
         .collect();
+    let mut staged = Staged::new();
     for (path, bytes) in &files {
-        write_bytes_atomically(path, bytes)?;
+        staged.add_bytes(path, bytes)?;
     }
+    staged.commit()?;
     Ok(files.into_iter().map(|(p, _)| p).collect())
 }

@@ -163,3 +163,117 @@ fn gen_data_needs_the_reference_schema() {
     assert!(stderr(&output).contains("has no column 'CRSArrTime' (needed as a column of the reference schema)"), "{}", stderr(&output));
     assert!(!out.exists());
 }
+
+/// Runs the driver with `args`; expects failure with exactly `expected` as the error line.
+fn fails_exactly(args: &[&str], expected: &str) {
+    let output = driver(args);
+    let err = stderr(&output);
+    assert!(!output.status.success(), "should fail: {args:?}");
+    assert_eq!(err.trim_end().lines().last(), Some(format!("error: {expected}").as_str()), "stderr:\n{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn too_many_partitions() {
+    fails_with(
+        &["--partitions", "100000"],
+        "invalid configuration: partitions (--partitions, or partitions in [split]) must be between 1 and 4096, got 100000",
+    );
+    fails_with(&["--partitions", "0"], "must be between 1 and 4096, got 0");
+    let tmp = tempfile::tempdir().unwrap();
+    let exp = tmp.path().join("exp.toml");
+    std::fs::write(&exp, "[split]\npartitions = 4097\n").unwrap();
+    fails_with(&["--experiment", exp.to_str().unwrap()], "must be between 1 and 4096, got 4097");
+}
+
+#[test]
+fn empty_or_foreign_parquet_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let empty = tmp.path().join("empty.parquet");
+    std::fs::write(&empty, "").unwrap();
+    fails_with(&["--data", empty.to_str().unwrap()], &format!("cannot read '{}': the file is empty (0 bytes)", empty.display()));
+    let text = csv(tmp.path(), "text.parquet", &[HEADER, ROW]);
+    fails_with(
+        &["--data", &text],
+        &format!("cannot read '{text}': not a Parquet file (it does not start and end with the magic bytes PAR1)"),
+    );
+}
+
+#[test]
+fn unparsable_csv_value_past_the_inferred_rows_names_its_column() {
+    // DataFusion infers the column types from the first 1000 rows; a bad value after them
+    // fails the scan itself, not the driver's own checks.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rows = vec![HEADER; 1 + 1039];
+    rows[1..].fill(ROW);
+    rows.push("5.0,UA,1,2,1,late,IAH,1400.0,EWR");
+    rows.extend([ROW; 20]);
+    let path = csv(tmp.path(), "deep.csv", &rows);
+    fails_with(
+        &["--data", &path],
+        &format!(
+            "column 'DepDelay' of '{path}' cannot be read at row 1040: 'late' is not a valid Float64, the type inferred from the file's first 1000 rows"
+        ),
+    );
+}
+
+#[test]
+fn outputs_are_all_or_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(out.join("scaling.svg")).unwrap();
+    std::fs::write(out.join("report.json"), "an earlier report").unwrap();
+    let data = fixture("flights-jan.csv");
+    fails_exactly(
+        &["train", "--in-process", "--quiet", "--out", out.to_str().unwrap(), "--data", data.to_str().unwrap()],
+        &format!("cannot write '{}': Is a directory (os error 21)", out.join("scaling.svg").display()),
+    );
+    // As it was: the earlier report, the directory in the way, and nothing else.
+    let mut left: Vec<String> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    left.sort();
+    assert_eq!(left, ["report.json", "scaling.svg"]);
+    assert_eq!(std::fs::read_to_string(out.join("report.json")).unwrap(), "an earlier report");
+    assert_eq!(std::fs::read_dir(out.join("scaling.svg")).unwrap().count(), 0);
+
+    // A model file in the way: the last file written, so every other one is rolled back.
+    let out = tmp.path().join("out2");
+    std::fs::create_dir_all(out.join("models/model-in-process-r1.json")).unwrap();
+    fails_exactly(
+        &["train", "--in-process", "--quiet", "--out", out.to_str().unwrap(), "--data", data.to_str().unwrap()],
+        &format!("cannot write '{}': Is a directory (os error 21)", out.join("models/model-in-process-r1.json").display()),
+    );
+    assert!(!out.join("report.json").exists() && !out.join("report.csv").exists() && !out.join("scaling.svg").exists());
+}
+
+/// Runs `predict` with a model of the hostile corpus; expects exactly `reason`.
+fn predict_refuses(model: &str, data: &Path, reason: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = fixture(&format!("hostile/{model}"));
+    let out = tmp.path().join("scored.csv");
+    fails_exactly(
+        &["predict", "--quiet", "--model", model.to_str().unwrap(), "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap()],
+        &format!("model file '{}' is invalid: {reason}", model.display()),
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn predict_refuses_a_leaf_class_beyond_the_class_list() {
+    let tmp = tempfile::tempdir().unwrap();
+    // With and without the label: unlabelled data used to get empty class names.
+    let unlabelled = csv(tmp.path(), "u.csv", &["DepDelay,Distance", "3.0,1400.0", "40.0,200.0"]);
+    for data in [fixture("flights-jan.csv"), unlabelled.into()] {
+        predict_refuses("class-out-of-range.json", &data, "tree is malformed: node 3 predicts class 7 of 4");
+        predict_refuses("tree-claims-more-classes.json", &data, "the tree has 8 classes but the model has 4");
+    }
+}
+
+#[test]
+fn predict_refuses_an_ensemble_tree_outside_the_features() {
+    let data = fixture("flights-jan.csv");
+    predict_refuses(
+        "ensemble-feature-out-of-range.json",
+        &data,
+        "ensemble tree 0: node 0 splits on feature 5 but the model has 2 features",
+    );
+}

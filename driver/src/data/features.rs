@@ -13,7 +13,7 @@ use arrow::datatypes::{DataType, Int32Type};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 
-use super::load::{SOURCE_TABLE, register_source, session};
+use super::load::{SOURCE_TABLE, register_source, scan_error, session};
 use crate::config::{FeatureSpec, LabelSpec};
 use crate::error::{DriverError, Result};
 
@@ -84,7 +84,8 @@ pub async fn load(path: &Path, spec: &FeatureSpec, label_required: bool) -> Resu
         select.push(format!("{} AS {}", expr(column, "a categorical feature")?, quote(column)));
     }
     let sql = format!("SELECT {} FROM {SOURCE_TABLE}", select.join(", "));
-    let batches = ctx.sql(&sql).await.map_err(query_error(path))?.collect().await.map_err(query_error(path))?;
+    let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+    let batches = ctx.sql(&sql).await.map_err(query_error(path))?.collect().await.map_err(|e| scan_error(path, &columns, e))?;
 
     let mut out = Vec::with_capacity(batches.len());
     let mut row_numbers = Vec::new();

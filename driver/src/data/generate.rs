@@ -19,7 +19,7 @@ use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
 
-use super::load::{SOURCE_TABLE, register_source, session};
+use super::load::{SOURCE_TABLE, register_source, scan_error, session};
 use super::split::mix;
 use crate::error::{DriverError, Result};
 use crate::output::write_atomically;
@@ -147,7 +147,7 @@ async fn load_source(source: &Path) -> Result<RecordBatch> {
     }
     let select: Vec<String> = COLUMNS.iter().map(|(n, _)| format!("\"{n}\"")).collect();
     let sql = format!("SELECT {} FROM {SOURCE_TABLE} WHERE \"ArrDelay\" IS NOT NULL AND \"DepDelay\" IS NOT NULL", select.join(", "));
-    let batches = ctx.sql(&sql).await.map_err(query_error)?.collect().await.map_err(query_error)?;
+    let batches = ctx.sql(&sql).await.map_err(query_error)?.collect().await.map_err(|e| scan_error(source, &available, e))?;
     let schema = reference_schema();
     let typed = batches
         .iter()

@@ -5,12 +5,17 @@
 use std::path::{Path, PathBuf};
 
 use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
+use datafusion::error::DataFusionError;
 use datafusion::prelude::{CsvReadOptions, JsonReadOptions, ParquetReadOptions, SessionConfig, SessionContext};
 
 use crate::error::{DriverError, Result};
 
 /// The table name the source file is registered under.
 pub const SOURCE_TABLE: &str = "source";
+
+/// Rows of a CSV file DataFusion reads to infer the column types (its default, made explicit
+/// because errors cite it).
+pub const CSV_SCHEMA_ROWS: usize = 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -56,14 +61,26 @@ pub async fn register_source(ctx: &SessionContext, path: &Path) -> Result<()> {
     if !meta.is_file() {
         return Err(unreadable("not a regular file".into()));
     }
-    std::fs::File::open(path).map_err(|e| unreadable(e.to_string()))?;
+    let mut file = std::fs::File::open(path).map_err(|e| unreadable(e.to_string()))?;
     let (format, compression, suffix) = detect_format(path)?;
+    // DataFusion reads an empty file as a table without columns, which would surface as a
+    // missing column; say what is wrong instead.
+    if meta.len() == 0 {
+        return Err(unreadable("the file is empty (0 bytes)".into()));
+    }
+    if format == Format::Parquet && !has_parquet_magic(&mut file, meta.len()).map_err(|e| unreadable(e.to_string()))? {
+        return Err(unreadable("not a Parquet file (it does not start and end with the magic bytes PAR1)".into()));
+    }
     let absolute: PathBuf = std::fs::canonicalize(path).map_err(|e| unreadable(e.to_string()))?;
     let location = absolute.to_str().ok_or_else(|| unreadable("path is not valid UTF-8".into()))?;
     let registered = match format {
         Format::Parquet => ctx.register_parquet(SOURCE_TABLE, location, ParquetReadOptions::default().file_extension(&suffix)).await,
         Format::Csv => {
-            let options = CsvReadOptions::new().has_header(true).file_extension(&suffix).file_compression_type(compression);
+            let options = CsvReadOptions::new()
+                .has_header(true)
+                .schema_infer_max_records(CSV_SCHEMA_ROWS)
+                .file_extension(&suffix)
+                .file_compression_type(compression);
             ctx.register_csv(SOURCE_TABLE, location, options).await
         }
         Format::Json => {
@@ -72,6 +89,54 @@ pub async fn register_source(ctx: &SessionContext, path: &Path) -> Result<()> {
         }
     };
     registered.map_err(|e| unreadable(e.to_string()))
+}
+
+/// A Parquet file starts and ends with "PAR1".
+fn has_parquet_magic(file: &mut std::fs::File, len: u64) -> std::io::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    if len < 8 {
+        return Ok(false);
+    }
+    let (mut head, mut tail) = ([0u8; 4], [0u8; 4]);
+    file.read_exact(&mut head)?;
+    file.seek(SeekFrom::End(-4))?;
+    file.read_exact(&mut tail)?;
+    Ok(&head == b"PAR1" && &tail == b"PAR1")
+}
+
+/// A failed scan of `path`, whose columns are `columns` in file order. Arrow's CSV reader
+/// names a value it cannot parse by column position and line ("for column 7 at line 15000");
+/// this names the column. Arrow's line N is data row N (the header is line 0).
+pub fn scan_error(path: &Path, columns: &[String], e: DataFusionError) -> DriverError {
+    let text = e.to_string();
+    match csv_parse_error(&text) {
+        Some((index, row, detail)) if index < columns.len() => {
+            DriverError::UnparsableValue { path: path.to_path_buf(), column: columns[index].clone(), row, detail }
+        }
+        _ => DriverError::Query { path: path.to_path_buf(), reason: text },
+    }
+}
+
+/// (column index, line, what is wrong) from one of Arrow's CSV parse errors:
+/// "Error while parsing value 'V' as type 'T' for column C at line L. Row data: '...'" or
+/// "Error parsing column C at line L: DETAIL".
+fn csv_parse_error(text: &str) -> Option<(usize, u64, String)> {
+    const VALUE: &str = "Error while parsing value '";
+    const COLUMN: &str = "Error parsing column ";
+    if let Some(start) = text.find(VALUE) {
+        let rest = &text[start + VALUE.len()..];
+        let (head, tail) = rest.split_once("' for column ")?;
+        // The value may contain anything, so its end is the last "' as type '".
+        let (value, data_type) = head.rsplit_once("' as type '")?;
+        let (column, tail) = tail.split_once(" at line ")?;
+        let line = tail.split(|c: char| !c.is_ascii_digit()).next()?;
+        let detail = format!("'{value}' is not a valid {data_type}, the type inferred from the file's first {CSV_SCHEMA_ROWS} rows");
+        return Some((column.parse().ok()?, line.parse().ok()?, detail));
+    }
+    let rest = &text[text.find(COLUMN)? + COLUMN.len()..];
+    let (column, tail) = rest.split_once(" at line ")?;
+    let (line, detail) = tail.split_once(": ")?;
+    Some((column.parse().ok()?, line.parse().ok()?, detail.to_string()))
 }
 
 #[cfg(test)]
@@ -88,5 +153,21 @@ mod tests {
         assert!(matches!(f("x.xlsx"), Err(DriverError::UnknownExtension { .. })));
         assert!(matches!(f("x.parquet.gz"), Err(DriverError::UnknownExtension { .. })));
         assert!(matches!(f("noext"), Err(DriverError::UnknownExtension { .. })));
+    }
+
+    #[test]
+    fn csv_parse_errors_name_the_column() {
+        let columns: Vec<String> = ["a", "b"].map(String::from).to_vec();
+        let e = DataFusionError::Execution(
+            "Arrow error: Parser error: Error while parsing value 'x' as type' as type 'Float64' for column 1 at line 1040. Row data: '[1,x]'".into(),
+        );
+        assert_eq!(
+            scan_error(Path::new("f.csv"), &columns, e).to_string(),
+            "column 'b' of 'f.csv' cannot be read at row 1040: 'x' as type' is not a valid Float64, the type inferred from the file's first 1000 rows"
+        );
+        let e = DataFusionError::Execution("Parser error: Error parsing column 0 at line 7: bad date".into());
+        assert_eq!(scan_error(Path::new("f.csv"), &columns, e).to_string(), "column 'a' of 'f.csv' cannot be read at row 7: bad date");
+        let e = DataFusionError::Execution("Error parsing column 9 at line 7: bad".into());
+        assert!(matches!(scan_error(Path::new("f.csv"), &columns, e), DriverError::Query { .. }));
     }
 }
