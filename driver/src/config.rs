@@ -16,8 +16,8 @@ pub fn embedded_dataset() -> PathBuf {
 
 /// Most partitions of each of train and test. Every partition is a Flight stream to an
 /// executor and a task per step, so the count bounds the driver's connections and memory;
-/// 4096 is far beyond any useful split of one machine's data.
-pub const MAX_PARTITIONS: u32 = 4096;
+/// 4096 is far beyond any useful split of one machine's data. Executors refuse higher indexes.
+pub const MAX_PARTITIONS: u32 = canopy_proto::MAX_PARTITIONS as u32;
 
 /// Most label buckets: labels travel as one byte, so at most 255 classes.
 pub const MAX_LABEL_BUCKETS: usize = 254;
@@ -95,6 +95,9 @@ impl FeatureSpec {
             return Err("no feature columns: give numeric and/or categorical columns".into());
         }
         let names = self.feature_names();
+        if names.len() > canopy_proto::MAX_FEATURES {
+            return Err(format!("{} feature columns; executors take at most {}", names.len(), canopy_proto::MAX_FEATURES));
+        }
         for (i, name) in names.iter().enumerate() {
             if names[..i].contains(name) {
                 return Err(format!("feature '{name}' is listed twice"));
