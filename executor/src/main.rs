@@ -181,9 +181,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         _ = terminate.recv() => {}
         _ = interrupt.recv() => {}
         _ = parent => {
-            // Nobody is left to move our partitions to: no decommission.
+            // Nobody is left to move our partitions to or to talk to: no decommission, no
+            // graceful stop; exiting closes the sockets and frees the data at once.
             warn!("the driver that started this executor is gone; exiting");
-            stop(&stop_tx, server, metrics_task).await;
             return Ok(());
         }
     }
