@@ -6,10 +6,10 @@
 
 #[path = "support/certs.rs"]
 mod certs;
+#[path = "support/process.rs"]
+mod process;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,35 +22,14 @@ use canopy_proto::v1::executor_client::ExecutorClient;
 use canopy_proto::v1::{self, HandshakeRequest, HeartbeatRequest};
 use canopy_runtime::security::{AuthChannel, Security, Token};
 use futures::TryStreamExt;
+use process::Executor;
 use prost::Message;
 use tonic::Code;
 
 const TOKEN: &str = "hostile-suite-token-0123456789";
 
-struct Executor {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Executor {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start(args: &[String]) -> Executor {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_canopy-executor"))
-        .args(["--listen", "127.0.0.1:0", "--quiet", "--executor-id", "target"])
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.trim().strip_prefix("canopy-executor listening on ").unwrap().to_string();
-    Executor { child, addr }
+    process::start("target", args)
 }
 
 fn token_file(dir: &Path) -> PathBuf {

@@ -2,8 +2,6 @@
 //! bad requests get precise errors instead of panics.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
 use arrow::array::{Float64Array, RecordBatch, UInt8Array};
@@ -14,29 +12,12 @@ use canopy_proto::v1::executor_client::ExecutorClient;
 use canopy_proto::v1::{self, BeginJobRequest, BuildHistogramsRequest, HandshakeRequest};
 use futures::TryStreamExt;
 use prost::Message;
-
-struct Executor {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Executor {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+#[path = "support/process.rs"]
+mod process;
+use process::Executor;
 
 fn start() -> Executor {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_canopy-executor"))
-        .args(["--listen", "127.0.0.1:0", "--quiet", "--executor-id", "test-executor"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.trim().strip_prefix("canopy-executor listening on ").unwrap().to_string();
-    Executor { child, addr }
+    process::start("test-executor", &[])
 }
 
 async fn client(addr: &str) -> ExecutorClient<tonic::transport::Channel> {
