@@ -60,7 +60,7 @@ pub async fn start(
     let service = DriverService { registry, addr, security: security.clone(), connect_timeout, heartbeat_interval };
     let server = DriverServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES);
     let task = tokio::spawn(async move {
-        if let Err(e) = tonic::transport::Server::builder().layer(require_token).add_service(server).serve_with_incoming(incoming).await {
+        if let Err(e) = Security::server().layer(require_token).add_service(server).serve_with_incoming(incoming).await {
             warn!(error = %e, "driver registration service stopped");
         }
     });

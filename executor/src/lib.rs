@@ -38,7 +38,7 @@ pub async fn serve(
         .max_decoding_message_size(MAX_FLIGHT_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_REQUEST_BYTES);
     let incoming = security.incoming(listener)?;
-    tonic::transport::Server::builder()
+    Security::server()
         .layer(tonic::service::InterceptorLayer::new(security.require_token()))
         .add_service(control)
         .add_service(flight)

@@ -34,6 +34,11 @@ use tracing::warn;
 pub const MIN_TOKEN_BYTES: usize = 16;
 /// A TLS handshake that takes longer is dropped (a peer holding connections open for free).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A call that takes longer is cancelled: a stalled client (a DoPut that stops sending) gives
+/// back what it holds. Far above any task the driver sends (its own deadline is 300 s).
+const CALL_TIMEOUT: Duration = Duration::from_secs(900);
+/// HTTP/2 pings find a peer that vanished without closing its connection.
+const KEEPALIVE: Duration = Duration::from_secs(30);
 /// How often `--insecure` repeats its warning.
 const INSECURE_WARNING_EVERY: Duration = Duration::from_secs(3600);
 
@@ -193,6 +198,15 @@ impl Security {
             }
         });
         Ok(())
+    }
+
+    /// A gRPC server with the call deadline and keepalive; add `require_token` as its layer
+    /// and serve `incoming`.
+    pub fn server() -> tonic::transport::Server {
+        tonic::transport::Server::builder()
+            .timeout(CALL_TIMEOUT)
+            .http2_keepalive_interval(Some(KEEPALIVE))
+            .http2_keepalive_timeout(Some(KEEPALIVE))
     }
 
     /// Checks the bearer token of every incoming call (a no-op without a token).
