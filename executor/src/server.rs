@@ -468,7 +468,11 @@ impl FlightService for PartitionReceiver {
             .and_then(PartitionId::try_from)
             .map_err(ExecutorError::from)?;
         let declared_rows = descriptor.rows;
-        let (_reservation, max_bytes) = self.service.admit_partition(&descriptor.job_id, partition, declared_rows)?;
+        // Off the async threads: the job lock may be held by a task running on a blocking thread.
+        let (service, job_id) = (self.service.clone(), descriptor.job_id.clone());
+        let (_reservation, max_bytes) = tokio::task::spawn_blocking(move || service.admit_partition(&job_id, partition, declared_rows))
+            .await
+            .map_err(|e| ExecutorError::TaskAborted(e.to_string()))??;
         let received = Arc::new(AtomicU64::new(0));
         let counter = received.clone();
         let data = stream::once(async { Ok(first) }).chain(incoming).map(move |m| {
