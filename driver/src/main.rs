@@ -39,6 +39,9 @@ enum Command {
     GenData(GenArgs),
     /// Draw the run-comparison view (time, speedup, accuracy vs executors) from Prometheus.
     PlotRuns(PlotArgs),
+    /// GET each URL and fail unless every one answers 200 (the Helm chart's test hook: the image
+    /// has no curl).
+    Probe(ProbeArgs),
 }
 
 #[derive(Args, Debug)]
@@ -351,6 +354,13 @@ struct PlotArgs {
     out: PathBuf,
 }
 
+#[derive(Args, Debug)]
+struct ProbeArgs {
+    /// http:// URLs, e.g. http://canopy-driver:8080/healthz.
+    #[arg(required = true)]
+    urls: Vec<String>,
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -416,6 +426,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let svg = canopy_driver::plot::runs_svg(&points, "Prometheus")?;
             canopy_driver::output::write_bytes_atomically(&a.out, svg.as_bytes())?;
             emit(&format!("plotted {} executor counts from {} into {}", points.len(), a.prometheus, a.out.display()))?;
+        }
+        Command::Probe(a) => {
+            for url in &a.urls {
+                let (status, _) = canopy_driver::http::send(hyper::Method::GET, url, "", "text/plain", Vec::new())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("probe {url}: {e}"))?;
+                anyhow::ensure!(status == 200, "probe {url}: HTTP {status}, expected 200");
+                emit(&format!("{url}: 200"))?;
+            }
         }
         Command::ImportNycflights(a) => {
             canopy_runtime::init_tracing(false);

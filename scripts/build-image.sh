@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Builds the Canopy image from Containerfile, offline: the binaries come from this machine, so no
+# base image is pulled. Uses docker when a docker daemon answers, podman otherwise (with runc and
+# explicit ulimits, which this kind of host needs).
+#
+#   scripts/build-image.sh [--bin-dir DIR] [--tag IMAGE]
+#
+# --bin-dir  where canopy-driver and canopy-executor are (default target/release). A static
+#            build needs no C library in the image:
+#            RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target x86_64-unknown-linux-gnu
+#            then --bin-dir target/x86_64-unknown-linux-gnu/release. Otherwise the libraries the
+#            binaries link (ldd) are copied in from this machine.
+# --tag      default localhost/canopy:<version>, the chart's default image.
+# Prints the image's size and fails above 150 MB.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+version="$(sed -n 's/^version = "\(.*\)"/\1/p' "$root/Cargo.toml" | head -n 1)"
+bin_dir="$root/target/release"
+tag="localhost/canopy:$version"
+max_mb=150
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --bin-dir) bin_dir="$2"; shift 2 ;;
+    --tag) tag="$2"; shift 2 ;;
+    *) echo "build-image.sh: unknown argument '$1' (expected --bin-dir DIR or --tag IMAGE)" >&2; exit 2 ;;
+  esac
+done
+for bin in canopy-driver canopy-executor; do
+  if [ ! -x "$bin_dir/$bin" ]; then
+    echo "build-image.sh: $bin_dir/$bin is missing: build it first (cargo build --release)" >&2
+    exit 1
+  fi
+done
+
+engine="${CONTAINER_ENGINE:-}"
+if [ -z "$engine" ]; then
+  if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then engine=docker; else engine=podman; fi
+fi
+if [ "$engine" = podman ]; then
+  # shellcheck source=scripts/podman-env.sh
+  . "$root/scripts/podman-env.sh"
+fi
+
+context="$(mktemp -d)"
+trap 'rm -rf "$context"' EXIT
+rootfs="$context/rootfs"
+mkdir -p "$rootfs/usr/local/bin" "$rootfs/etc" "$rootfs/tmp"
+chmod 1777 "$rootfs/tmp"
+for bin in canopy-driver canopy-executor; do
+  strip --strip-all -o "$rootfs/usr/local/bin/$bin" "$bin_dir/$bin"
+  # The C libraries and the loader at the paths the binary names (nothing for a static build).
+  for lib in $(ldd "$bin_dir/$bin" 2>/dev/null | grep -o '/[^ ]*' || true); do
+    mkdir -p "$rootfs$(dirname "$lib")"
+    cp -L "$lib" "$rootfs$lib"
+  done
+done
+printf 'root:x:0:0:root:/root:/sbin/nologin\ncanopy:x:65532:65532:canopy:/tmp:/sbin/nologin\n' > "$rootfs/etc/passwd"
+printf 'root:x:0:\ncanopy:x:65532:\n' > "$rootfs/etc/group"
+printf 'hosts: files dns\n' > "$rootfs/etc/nsswitch.conf"
+cp "$root/Containerfile" "$context/Containerfile"
+
+"$engine" build --network=none -f "$context/Containerfile" -t "$tag" "$context" >&2
+bytes="$("$engine" image inspect --format '{{.Size}}' "$tag")"
+mb=$(( (bytes + 999999) / 1000000 ))
+echo "built $tag with $engine: $mb MB"
+if [ "$mb" -gt "$max_mb" ]; then
+  echo "build-image.sh: the image is $mb MB, over the $max_mb MB limit" >&2
+  exit 1
+fi
