@@ -59,7 +59,11 @@ printf 'root:x:0:\ncanopy:x:65532:\n' > "$rootfs/etc/group"
 printf 'hosts: files dns\n' > "$rootfs/etc/nsswitch.conf"
 cp "$root/Containerfile" "$context/Containerfile"
 
-"$engine" build --network=none -f "$context/Containerfile" -t "$tag" "$context" >&2
+if ! "$engine" build --network=none -f "$context/Containerfile" -t "$tag" "$context" > "$context/build.log" 2>&1; then
+  cat "$context/build.log" >&2
+  echo "build-image.sh: $engine build failed" >&2
+  exit 1
+fi
 bytes="$("$engine" image inspect --format '{{.Size}}' "$tag")"
 mb=$(( (bytes + 999999) / 1000000 ))
 echo "built $tag with $engine: $mb MB"

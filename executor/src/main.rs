@@ -198,14 +198,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(h) = heartbeats {
         h.abort();
     }
-    if let Some(link) = &link
-        && let Err(e) =
-            tokio::time::timeout_at(deadline, link.decommission()).await.unwrap_or_else(|_| Err("no answer within the grace period".into()))
-    {
-        if *has_job.borrow() {
-            warn!(error = %e, "could not tell the driver; a driver running our job sees the decommission in its next heartbeat");
-        } else {
-            info!(error = %e, "could not tell the driver, which has no job of ours");
+    if let Some(link) = &link {
+        // Once our job has ended there is nothing left to hand back: stop waiting for the answer
+        // (the driver may be gone: a finished Kubernetes Job's Service has no address left).
+        let had_job = *has_job.borrow();
+        let mut job_ended = has_job.clone();
+        let tell = tokio::time::timeout_at(deadline, link.decommission());
+        tokio::select! {
+            told = tell => {
+                if let Err(e) = told.unwrap_or_else(|_| Err("no answer within the grace period".into())) {
+                    if *has_job.borrow() {
+                        warn!(error = %e, "could not tell the driver; a driver running our job sees the decommission in its next heartbeat");
+                    } else {
+                        info!(error = %e, "could not tell the driver, which has no job of ours");
+                    }
+                }
+            }
+            _ = job_ended.wait_for(|active| !*active), if had_job => info!("our job ended before the driver answered the decommission"),
         }
     }
     tokio::select! {
