@@ -158,6 +158,15 @@ class Pod:
         except Exception as e:  # noqa: BLE001 - any failure is a failed probe
             return str(e)
 
+    def metric(self, name):
+        """A gauge's value from the container's /metrics (the metrics port), or None."""
+        port = next(p["containerPort"] for p in self.container["ports"] if p["name"] == "metrics")
+        with urllib.request.urlopen(f"http://{self.address()}:{port}/metrics", timeout=2) as response:
+            for line in response.read().decode().splitlines():
+                if line.startswith(name + " ") or line.startswith(name + "{"):
+                    return int(float(line.rsplit(" ", 1)[1]))
+        return None
+
     def wait_probe(self, kind, within=30):
         deadline = time.time() + within
         status = None
@@ -257,7 +266,11 @@ def scenario(args, work, values, name, elastic, secrets=()):
     if elastic:
         def on_line(line):
             if "tree level done" in line and "depth=0" in line:
-                added.extend([add_executor(), add_executor()])
+                # As the HPA or KEDA would: read the driver's wanted count from its metrics port
+                # and add that many executors, then take the first one away (a scale-down).
+                stopped["wanted"] = driver.metric("canopy_driver_executors_wanted")
+                while len(executors) < (stopped["wanted"] or 0):
+                    added.append(add_executor())
                 stopped["code"], stopped["seconds"] = executors[0].stop(grace)
                 return True
             return False
@@ -286,8 +299,11 @@ def scenario(args, work, values, name, elastic, secrets=()):
     check(run_report["failures"] == [], f"{name}: no executor failed", json.dumps(run_report["failures"]))
     if elastic:
         changes = [(m["change"], m["executor_id"]) for m in run_report["membership"]]
-        check(len(added) == 2 and sum(1 for c, _ in changes if c == "join") == 2,
-              f"{name}: two executor containers joined mid-job", json.dumps(changes))
+        maximum = values["job"]["maxExecutors"]
+        check(stopped.get("wanted") == maximum, f"{name}: the driver's canopy_driver_executors_wanted was {maximum} (job.maxExecutors) mid-job",
+              stopped.get("wanted"))
+        check(len(added) == maximum - 1 and sum(1 for c, _ in changes if c == "join") == maximum - 1,
+              f"{name}: {maximum - 1} executor containers added to follow it joined mid-job", json.dumps(changes))
         check(any(c == "leave" for c, _ in changes), f"{name}: the stopped executor left (a decommission, not a loss)", json.dumps(changes))
         # Exit 0 without using up the grace period: it handed its partitions back and left.
         seconds = stopped.get("seconds", grace)
