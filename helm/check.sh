@@ -54,6 +54,8 @@ if [ "$(id -u)" != 0 ]; then
   echo "SKIPPED: the image and the chart's workloads in containers: podman's networks need root here"
 elif ! command -v podman >/dev/null 2>&1; then
   echo "SKIPPED: the image and the chart's workloads in containers: podman is not installed"
+elif ! (. "$root/scripts/podman-env.sh" && podman info >/dev/null 2>&1); then
+  echo "SKIPPED: the image and the chart's workloads in containers: podman cannot run here: $(. "$root/scripts/podman-env.sh"; podman info 2>&1 | tail -n 1)"
 else
   . "$root/scripts/podman-env.sh"
   version="$(sed -n 's/^version = "\(.*\)"/\1/p' "$root/Cargo.toml" | head -n 1)"

@@ -12,7 +12,7 @@ command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v prometheus-pushgateway >/dev/null 2>&1 || missing+=(prometheus-pushgateway)
 if [ "$(id -u)" = 0 ] && { ! command -v podman >/dev/null 2>&1 || [ ! -x /usr/lib/podman/aardvark-dns ]; }; then
-  missing+=(podman runc netavark aardvark-dns)
+  missing+=(podman runc netavark aardvark-dns iptables)
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
   sudo=""

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import kubernetes_validate
 import yaml
+from tally import check, summary
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "canopy"
@@ -48,20 +49,6 @@ CUSTOM = {
     "ScaledObject": "@kubernetes-models/keda/keda.sh/v1alpha1/ScaledObject",
     "Certificate": "@kubernetes-models/cert-manager/cert-manager.io/v1/Certificate",
 }
-
-passed = 0
-failed = 0
-
-
-def check(ok, what, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-        print(f"ok: {what}")
-    else:
-        failed += 1
-        print(f"FAILED: {what}{': ' + str(detail) if detail else ''}")
-    return ok
 
 
 def helm(args, *cmd):
@@ -257,8 +244,7 @@ def main():
         check(from_package.returncode == 0 and same_but_token(from_dir.stdout, from_package.stdout),
               f"the packaged chart {tgz.name} renders the same objects (dashboards and rules included)", from_package.stderr)
 
-    print(f"chart: {passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return summary("chart")
 
 
 def same_but_token(a, b):

@@ -23,7 +23,6 @@ import argparse
 import base64
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -34,6 +33,7 @@ import urllib.request
 from pathlib import Path
 
 import yaml
+from tally import check, summary
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "canopy"
@@ -43,20 +43,6 @@ DATA_ROWS = 200_000
 TREE_ARGS = ["--max-depth", "8"]
 # Each histogram task of an executor sleeps this long, so the job lasts long enough to change it.
 SLOW_EXECUTOR_ARGS = ["--inject-task-delay-ms", "250"]
-
-passed = 0
-failed = 0
-
-
-def check(ok, what, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-        print(f"ok: {what}")
-    else:
-        failed += 1
-        print(f"FAILED: {what}{': ' + detail if detail else ''}")
-    return ok
 
 
 def run(cmd, **kw):
@@ -238,7 +224,8 @@ def scenario(args, work, values, name, elastic, secrets=()):
     for secret in secrets:  # what an existingSecret names, made outside the chart
         objects[("Secret", secret["metadata"]["name"])] = secret
     job, deployment = one(objects, "Job"), one(objects, "Deployment")
-    services = {o["metadata"]["labels"]["app.kubernetes.io/component"]: o["metadata"]["name"] for (k, _), o in objects.items() if k == "Service"}
+    services = {o["metadata"]["labels"]["app.kubernetes.io/component"]: o["metadata"]["name"]
+                for (kind, _), o in objects.items() if kind == "Service"}
     executor_spec = deployment["spec"]["template"]["spec"]
     grace = executor_spec["terminationGracePeriodSeconds"]
     replicas = deployment["spec"]["replicas"]
@@ -300,8 +287,8 @@ def scenario(args, work, values, name, elastic, secrets=()):
     if elastic:
         changes = [(m["change"], m["executor_id"]) for m in run_report["membership"]]
         maximum = values["job"]["maxExecutors"]
-        check(stopped.get("wanted") == maximum, f"{name}: the driver's canopy_driver_executors_wanted was {maximum} (job.maxExecutors) mid-job",
-              stopped.get("wanted"))
+        check(stopped.get("wanted") == maximum,
+              f"{name}: the driver's canopy_driver_executors_wanted was {maximum} (job.maxExecutors) mid-job", stopped.get("wanted"))
         check(len(added) == maximum - 1 and sum(1 for c, _ in changes if c == "join") == maximum - 1,
               f"{name}: {maximum - 1} executor containers added to follow it joined mid-job", json.dumps(changes))
         check(any(c == "leave" for c, _ in changes), f"{name}: the stopped executor left (a decommission, not a loss)", json.dumps(changes))
@@ -391,8 +378,7 @@ def main():
         # netavark turns IP forwarding on; give the host back as it was.
         Path("/proc/sys/net/ipv4/ip_forward").write_text(forward)
         shutil.rmtree(work, ignore_errors=True)
-    print(f"containers: {passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return summary("containers")
 
 
 if __name__ == "__main__":
