@@ -123,7 +123,9 @@ pub fn write_atomically(path: &Path, write: impl FnOnce(&mut std::fs::File) -> s
 }
 
 pub fn write_bytes_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_atomically(path, |f| f.write_all(bytes).map_err(|e| e.to_string()))
+    let mut staged = Staged::new();
+    staged.add_bytes(path, bytes)?;
+    staged.commit()
 }
 
 #[cfg(test)]

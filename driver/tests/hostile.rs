@@ -3,16 +3,19 @@
 //! that scores without panicking, never a panic.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use canopy_driver::config::Experiment;
 use canopy_driver::error::DriverError;
 use canopy_driver::model::ModelFile;
+use common::fixture;
 use proptest::prelude::*;
 use serde_json::Value;
 
 fn corpus(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hostile").join(name)
+    fixture("hostile").join(name)
 }
 
 /// Every file of the corpus and its exact error; `{path}` stands for the file's path.
@@ -70,16 +73,14 @@ fn the_hostile_corpus_is_refused_with_exact_errors() {
 #[test]
 fn the_valid_models_load() {
     for name in ["model-tree.json", "model-ensemble.json"] {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
-        let model = ModelFile::load(&path).unwrap();
+        let model = ModelFile::load(&fixture(name)).unwrap();
         let columns = vec![vec![-20.0, 5.0, 100.0]; model.file.feature_names.len()];
         assert_eq!(model.predict(&columns).unwrap().len(), 3);
     }
 }
 
 fn valid_model(name: &str) -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    serde_json::from_slice(&std::fs::read(fixture(name)).unwrap()).unwrap()
 }
 
 /// Paths (as JSON pointers) of every number, string, bool and null in `v`.

@@ -224,12 +224,15 @@ def main():
         values = yaml.safe_load(values_file.read_text()) or {}
         lint = helm(args, "lint", "--strict", str(CHART), "-f", str(values_file))
         check(lint.returncode == 0, f"{name}: helm lint --strict", lint.stdout + lint.stderr)
+        objs = None
         for version in KUBE_VERSIONS:
             rendered = template(args, CHART, values_file, kube_version=version)
             if not check(rendered.returncode == 0, f"{name}: helm template for Kubernetes {version}", rendered.stderr):
                 continue
             objs = objects_of(rendered.stdout)
             validate_core(name, objs, version)
+        if objs is None:  # nothing rendered: the failures above say why
+            continue
         validate_custom(args, name, objs, work)
         check_monitoring(args, name, objs, work)
         check_promises(name, objs, values)

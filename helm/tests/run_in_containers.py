@@ -10,7 +10,8 @@ the rendered httpGet probes, sent to each container's address.
 
 Scenarios, each checking the model's SHA-256 against an in-process run on the host:
   1. the Deployment's replicas register, the job completes;
-  2. one executor starts the job, two more are added after the first tree level and the first one
+  2. one executor starts the job; after the first tree level, executors are added up to the
+     driver's wanted count (read from its metrics port, as an autoscaler would) and the first one
      is stopped as Kubernetes stops a pod (SIGTERM, SIGKILL after terminationGracePeriodSeconds):
      it hands its partitions back and exits 0, and the model does not change;
   3. as 1, with mutual TLS (one certificate for every pod, as tls.existingSecret) and the token.
@@ -131,12 +132,14 @@ class Pod:
         out = podman("inspect", "--format", "{{json .NetworkSettings.Networks}}", self.name).stdout
         return json.loads(out)[NETWORK]["IPAddress"]
 
+    def port(self, name):
+        """The container port named `name`."""
+        return next(p["containerPort"] for p in self.container["ports"] if p["name"] == name)
+
     def probe(self, kind):
         """The rendered httpGet probe, against the container's address: the HTTP status."""
         probe = self.container[kind]["httpGet"]
-        port = probe["port"]
-        if isinstance(port, str):
-            port = next(p["containerPort"] for p in self.container["ports"] if p["name"] == port)
+        port = self.port(probe["port"]) if isinstance(probe["port"], str) else probe["port"]
         url = f"http://{self.address()}:{port}{probe['path']}"
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
@@ -146,8 +149,7 @@ class Pod:
 
     def metric(self, name):
         """A gauge's value from the container's /metrics (the metrics port), or None."""
-        port = next(p["containerPort"] for p in self.container["ports"] if p["name"] == "metrics")
-        with urllib.request.urlopen(f"http://{self.address()}:{port}/metrics", timeout=2) as response:
+        with urllib.request.urlopen(f"http://{self.address()}:{self.port('metrics')}/metrics", timeout=2) as response:
             for line in response.read().decode().splitlines():
                 if line.startswith(name + " ") or line.startswith(name + "{"):
                     return int(float(line.rsplit(" ", 1)[1]))
@@ -249,26 +251,27 @@ def scenario(args, work, values, name, elastic, secrets=()):
         add_executor()
 
     added = []
-    stopped = {}
+    # What the autoscaler saw and did: the wanted count, the stopped executor's exit and time.
+    autoscaled = {}
     if elastic:
         def on_line(line):
             if "tree level done" in line and "depth=0" in line:
                 # As the HPA or KEDA would: read the driver's wanted count from its metrics port
                 # and add that many executors, then take the first one away (a scale-down).
-                stopped["wanted"] = driver.metric("canopy_driver_executors_wanted")
-                while len(executors) < (stopped["wanted"] or 0):
+                autoscaled["wanted"] = driver.metric("canopy_driver_executors_wanted")
+                while len(executors) < (autoscaled["wanted"] or 0):
                     added.append(add_executor())
-                stopped["code"], stopped["seconds"] = executors[0].stop(grace)
+                autoscaled["code"], autoscaled["seconds"] = executors[0].stop(grace)
                 return True
             return False
         follower = follow_logs(driver.name, on_line)
-
-    for pod in [] if elastic else executors:
-        check(pod.wait_probe("readinessProbe") == 200, f"{name}: {pod.name} answers its readinessProbe (/readyz on the metrics port)")
-        check(pod.wait_probe("livenessProbe") == 200, f"{name}: {pod.name} answers its livenessProbe (/healthz)")
-    if not elastic:
+    else:
+        for pod in executors:
+            check(pod.wait_probe("readinessProbe") == 200, f"{name}: {pod.name} answers its readinessProbe (/readyz on the metrics port)")
+            check(pod.wait_probe("livenessProbe") == 200, f"{name}: {pod.name} answers its livenessProbe (/healthz)")
         # `helm test`: the chart's test Pod, probing the executors through their Service's name.
-        test_pod = Pod(f"{one(objects, 'Pod')['metadata']['name']}-{name}", one(objects, "Pod")["spec"], objects, work / name, args.image)
+        test = one(objects, "Pod")
+        test_pod = Pod(f"{test['metadata']['name']}-{name}", test["spec"], objects, work / name, args.image)
         test_pod.start()
         check(test_pod.wait(within=60) == 0, f"{name}: the chart's helm-test Pod passes (canopy-driver probe of the executor Service)",
               test_pod.logs()[-2000:])
@@ -287,16 +290,16 @@ def scenario(args, work, values, name, elastic, secrets=()):
     if elastic:
         changes = [(m["change"], m["executor_id"]) for m in run_report["membership"]]
         maximum = values["job"]["maxExecutors"]
-        check(stopped.get("wanted") == maximum,
-              f"{name}: the driver's canopy_driver_executors_wanted was {maximum} (job.maxExecutors) mid-job", stopped.get("wanted"))
+        check(autoscaled.get("wanted") == maximum,
+              f"{name}: the driver's canopy_driver_executors_wanted was {maximum} (job.maxExecutors) mid-job", autoscaled.get("wanted"))
         check(len(added) == maximum - 1 and sum(1 for c, _ in changes if c == "join") == maximum - 1,
               f"{name}: {maximum - 1} executor containers added to follow it joined mid-job", json.dumps(changes))
         check(any(c == "leave" for c, _ in changes), f"{name}: the stopped executor left (a decommission, not a loss)", json.dumps(changes))
         # Exit 0 without using up the grace period: it handed its partitions back and left.
-        seconds = stopped.get("seconds", grace)
-        check(stopped.get("code") == 0 and seconds < grace / 2,
+        seconds = autoscaled.get("seconds", grace)
+        check(autoscaled.get("code") == 0 and seconds < grace / 2,
               f"{name}: the stopped executor container exited 0 in {seconds:.1f} s (grace period {grace} s)",
-              f"exit code {stopped.get('code')}\n{executors[0].logs()[-2000:]}")
+              f"exit code {autoscaled.get('code')}\n{executors[0].logs()[-2000:]}")
     else:
         held = sum(s["rows_held"] for s in run_report["executor_stats"])
         check(len(run_report["executor_stats"]) == replicas, f"{name}: all {replicas} replicas registered and trained",
