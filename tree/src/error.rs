@@ -16,6 +16,10 @@ pub enum TreeError {
     InvalidMaxMemory { found: u64 },
     #[error("num_classes must be between 2 and 255, got {found}")]
     InvalidNumClasses { found: usize },
+    #[error("feature_subset_strategy must be auto, all, sqrt, log2, onethird, a count >= 1 or a fraction in (0, 1], got '{found}'")]
+    InvalidFeatureSubset { found: String },
+    #[error("subsampling_rate must be in (0, 1], got {found}")]
+    InvalidSubsamplingRate { found: f64 },
     #[error("feature '{feature}' has a non-finite value {value} at row {row}")]
     NonFiniteValue { feature: String, row: usize, value: f64 },
     #[error("feature '{feature}' has bin {bin} at row {row}, but only {bins} bins")]

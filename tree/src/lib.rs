@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod model;
 pub mod params;
 pub mod partition;
+pub mod sampling;
 pub mod split;
 #[cfg(test)]
 mod testing;
@@ -26,3 +27,4 @@ pub use metrics::{ClassificationMetrics, ConfusionMatrix};
 pub use model::{Node, NodeId, Tree};
 pub use params::{Impurity, TreeParams, ValidTreeParams};
 pub use partition::{BinnedPartition, SplitDecision};
+pub use sampling::{FeatureSubset, RowSampler, node_features};
