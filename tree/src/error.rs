@@ -20,6 +20,10 @@ pub enum TreeError {
     InvalidFeatureSubset { found: String },
     #[error("subsampling_rate must be in (0, 1], got {found}")]
     InvalidSubsamplingRate { found: f64 },
+    #[error("num_trees must be between 1 and {max}, got {found}")]
+    InvalidNumTrees { max: u32, found: u32 },
+    #[error("a forest's training partition needs each row's number in the input (a 'row' column) to draw its samples")]
+    MissingRowNumbers,
     #[error("feature '{feature}' has a non-finite value {value} at row {row}")]
     NonFiniteValue { feature: String, row: usize, value: f64 },
     #[error("feature '{feature}' has bin {bin} at row {row}, but only {bins} bins")]

@@ -18,7 +18,9 @@
 //! whatever the number of executors or partitions, and whatever order their answers arrive in.
 
 use crate::bins::BinEdges;
+use crate::forest::ForestPlan;
 use crate::model::Split;
+use crate::sampling::node_features;
 use crate::split::best_split;
 use crate::{HistogramLayout, Node, NodeHistogram, NodeId, SplitDecision, Tree, TreeError, ValidTreeParams};
 
@@ -48,47 +50,95 @@ pub struct LevelDone {
     pub open_nodes_next: usize,
 }
 
+/// Grows one tree on every row and every feature.
 pub fn grow_tree<S: StatsSource>(
     source: &mut S,
     edges: &BinEdges,
     num_classes: usize,
     params: &ValidTreeParams,
-    mut on_level: impl FnMut(&LevelDone),
+    on_level: impl FnMut(&LevelDone),
 ) -> Result<(Tree, GrowthStats), S::Error> {
+    let plan = ForestPlan::single_tree(edges.num_features());
+    let (mut trees, stats) = grow_forest(source, edges, num_classes, params, &plan, on_level)?;
+    Ok((trees.remove(0), stats))
+}
+
+/// Where a node of the forest lives: its tree and its id within that tree.
+#[derive(Debug, Clone, Copy)]
+struct Place {
+    tree: usize,
+    local: NodeId,
+}
+
+/// Grows `plan.num_trees` trees together, level by level: each level decides the open nodes of
+/// every tree, routes rows once, and asks for the children's histograms in one set of batches.
+/// The source numbers nodes across the forest (tree `t`'s root is node `t`, children take the
+/// next free ids); each returned tree numbers its own nodes from 0. A node splits on the
+/// features [`node_features`] draws for it (all of them when `features_per_node` covers all).
+pub fn grow_forest<S: StatsSource>(
+    source: &mut S,
+    edges: &BinEdges,
+    num_classes: usize,
+    params: &ValidTreeParams,
+    plan: &ForestPlan,
+    mut on_level: impl FnMut(&LevelDone),
+) -> Result<(Vec<Tree>, GrowthStats), S::Error> {
     let layout = HistogramLayout::new(edges, num_classes);
+    let num_features = edges.num_features();
     let mut stats = GrowthStats::default();
-    let root_hist = fetch(source, &[NodeId::ROOT], &layout, params, &mut stats)?.remove(0);
-    let root_counts = root_hist.class_counts(&layout);
-    if root_counts.iter().sum::<u64>() == 0 {
-        return Err(TreeError::EmptyTrainingSet.into());
+    let roots: Vec<NodeId> = (0..plan.num_trees).map(NodeId).collect();
+    let root_hists = fetch(source, &roots, &layout, params, &mut stats)?;
+    // `places[g]` is where forest-wide node `g` lives; `trees[t]` holds tree t's nodes.
+    let mut places: Vec<Place> = Vec::new();
+    let mut trees: Vec<Vec<Node>> = Vec::new();
+    let mut open: Vec<(NodeId, NodeHistogram)> = Vec::new();
+    for (t, (root, hist)) in roots.iter().zip(root_hists).enumerate() {
+        let counts = hist.class_counts(&layout);
+        let n = counts.iter().sum::<u64>();
+        if n == 0 {
+            return Err(TreeError::EmptyTrainingSet.into());
+        }
+        let node = Node::new(NodeId::ROOT, 0, counts.clone(), params.impurity.of(&counts, n));
+        if may_split(&node, params) {
+            open.push((*root, hist));
+        }
+        places.push(Place { tree: t, local: NodeId::ROOT });
+        trees.push(vec![node]);
     }
-    let mut nodes = vec![Node::new(NodeId::ROOT, 0, root_counts.clone(), params.impurity.of(&root_counts, root_counts.iter().sum()))];
-    let mut open: Vec<(NodeId, NodeHistogram)> = if may_split(&nodes[0], params) { vec![(NodeId::ROOT, root_hist)] } else { Vec::new() };
     let mut log_len = 0usize;
 
     while !open.is_empty() {
-        let depth = nodes[open[0].0.index()].depth;
+        let depth = {
+            let place = places[open[0].0.index()];
+            trees[place.tree][place.local.index()].depth
+        };
         // 2. Decide.
         let mut decisions = Vec::new();
         let mut parents = Vec::new();
         for (id, hist) in open {
-            let parent_counts = nodes[id.index()].class_counts.clone();
-            let Some(best) = best_split(&hist, &layout, &parent_counts, params) else { continue };
-            let (left, right) = (NodeId(nodes.len() as u32), NodeId(nodes.len() as u32 + 1));
+            let Place { tree: t, local } = places[id.index()];
+            let nodes = &mut trees[t];
+            let parent_counts = nodes[local.index()].class_counts.clone();
+            let features = node_features(plan.seed, t as u32, local, num_features, plan.features_per_node);
+            let Some(best) = best_split(&hist, &layout, &parent_counts, params, &features) else { continue };
+            let (left, right) = (NodeId(places.len() as u32), NodeId(places.len() as u32 + 1));
+            let (local_left, local_right) = (NodeId(nodes.len() as u32), NodeId(nodes.len() as u32 + 1));
             let child = |id, counts: Vec<u64>| {
                 let n = counts.iter().sum();
                 Node::new(id, depth + 1, counts.clone(), params.impurity.of(&counts, n))
             };
-            nodes.push(child(left, best.left_counts));
-            nodes.push(child(right, best.right_counts));
-            nodes[id.index()].split = Some(Split {
+            nodes.push(child(local_left, best.left_counts));
+            nodes.push(child(local_right, best.right_counts));
+            nodes[local.index()].split = Some(Split {
                 feature: best.feature as u32,
                 threshold: edges.features[best.feature].thresholds[usize::from(best.threshold_bin)],
                 threshold_bin: best.threshold_bin,
                 gain: best.gain,
-                left,
-                right,
+                left: local_left,
+                right: local_right,
             });
+            places.push(Place { tree: t, local: local_left });
+            places.push(Place { tree: t, local: local_right });
             decisions.push(SplitDecision { node: id, feature: best.feature as u32, threshold_bin: best.threshold_bin, left, right });
             parents.push(hist);
         }
@@ -102,10 +152,14 @@ pub fn grow_tree<S: StatsSource>(
         log_len += decisions.len();
 
         // 4. Plan which children to build and which to derive.
+        let node = |id: NodeId| {
+            let place = places[id.index()];
+            &trees[place.tree][place.local.index()]
+        };
         let mut to_build = Vec::new();
         let mut plans = Vec::new();
         for d in &decisions {
-            let (l, r) = (&nodes[d.left.index()], &nodes[d.right.index()]);
+            let (l, r) = (node(d.left), node(d.right));
             let (need_l, need_r) = (may_split(l, params), may_split(r, params));
             let smaller = if l.count() <= r.count() { d.left } else { d.right };
             let plan = match (need_l, need_r) {
@@ -138,8 +192,8 @@ pub fn grow_tree<S: StatsSource>(
         on_level(&LevelDone { depth, splits: decisions.len(), open_nodes_next: next.len() });
         open = next;
     }
-    let tree = Tree { num_features: edges.num_features() as u32, num_classes: num_classes as u32, nodes };
-    Ok((tree, stats))
+    let trees = trees.into_iter().map(|nodes| Tree { num_features: num_features as u32, num_classes: num_classes as u32, nodes }).collect();
+    Ok((trees, stats))
 }
 
 enum Plan {

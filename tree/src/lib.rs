@@ -6,6 +6,7 @@
 
 pub mod bins;
 pub mod error;
+pub mod forest;
 pub mod grower;
 pub mod histogram;
 pub mod local;
@@ -20,9 +21,10 @@ mod testing;
 
 pub use bins::{BinEdges, FeatureBins};
 pub use error::TreeError;
-pub use grower::{GrowthStats, StatsSource, grow_tree};
+pub use forest::{Forest, ForestParams, ForestPlan};
+pub use grower::{GrowthStats, StatsSource, grow_forest, grow_tree};
 pub use histogram::{HistogramLayout, NodeHistogram};
-pub use local::{LocalStats, PartitionId, Role};
+pub use local::{LocalStats, Model, PartitionId, Role};
 pub use metrics::{ClassificationMetrics, ConfusionMatrix};
 pub use model::{Node, NodeId, Tree};
 pub use params::{Impurity, TreeParams, ValidTreeParams};

@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::partition::SplitLog;
-use crate::{BinnedPartition, ConfusionMatrix, HistogramLayout, NodeHistogram, NodeId, SplitDecision, StatsSource, Tree, TreeError};
+use crate::sampling::RowSampler;
+use crate::{BinnedPartition, Forest, ForestPlan, ConfusionMatrix, HistogramLayout, NodeHistogram, NodeId, SplitDecision, StatsSource, Tree, TreeError};
 
 /// Whether a partition holds training or test rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -44,15 +45,31 @@ impl fmt::Display for PartitionId {
     }
 }
 
+/// What a test partition is scored with.
+#[derive(Debug, Clone, Copy)]
+pub enum Model<'a> {
+    Tree(&'a Tree),
+    Forest(&'a Forest),
+}
+
 pub struct LocalStats {
     partitions: BTreeMap<PartitionId, BinnedPartition>,
     layout: HistogramLayout,
     log: SplitLog,
+    /// A forest's trees and row sampler; `None`: one tree on every row.
+    forest: Option<(u32, RowSampler)>,
 }
 
 impl LocalStats {
     pub fn new(layout: HistogramLayout) -> Self {
-        LocalStats { partitions: BTreeMap::new(), layout, log: SplitLog::default() }
+        LocalStats { partitions: BTreeMap::new(), layout, log: SplitLog::default(), forest: None }
+    }
+
+    /// Statistics for `plan`: a forest's training partitions are sampled per tree as they
+    /// arrive (which needs their row numbers).
+    pub fn for_plan(layout: HistogramLayout, plan: &ForestPlan) -> Self {
+        let forest = plan.sampler.clone().map(|sampler| (plan.num_trees, sampler));
+        LocalStats { log: SplitLog::new(plan.num_trees), forest, ..Self::new(layout) }
     }
 
     /// Holds every given partition (the in-process learner).
@@ -74,6 +91,9 @@ impl LocalStats {
             return Err(TreeError::DuplicatePartition { partition: id.to_string() });
         }
         if id.role == Role::Train {
+            if let Some((num_trees, sampler)) = &self.forest {
+                partition.draw_samples(sampler, *num_trees)?;
+            }
             partition.apply_splits(self.log.decisions())?;
         }
         self.partitions.insert(id, partition);
@@ -116,12 +136,16 @@ impl LocalStats {
         Ok(out)
     }
 
-    /// Confusion matrix of `tree` over the named test partitions.
-    pub fn confusion_of(&self, ids: &[PartitionId], tree: &Tree) -> Result<ConfusionMatrix, TreeError> {
+    /// Confusion matrix of `model` over the named test partitions.
+    pub fn confusion_of(&self, ids: &[PartitionId], model: Model<'_>) -> Result<ConfusionMatrix, TreeError> {
         let held = self.named(ids, Role::Test).collect::<Result<Vec<_>, _>>()?;
         let mut cm = ConfusionMatrix::new(self.layout.num_classes());
+        let predict = |bin: &dyn Fn(usize) -> u8| match model {
+            Model::Tree(tree) => tree.predict_binned(bin),
+            Model::Forest(forest) => forest.predict_binned(bin),
+        };
         for partition in held {
-            partition.add_confusion(tree, &mut cm);
+            partition.add_confusion(&predict, &mut cm);
         }
         Ok(cm)
     }
@@ -161,7 +185,7 @@ mod tests {
     use super::*;
     use crate::split::information_gain;
     use crate::testing::{Lcg, edges_of};
-    use crate::{BinEdges, Impurity, Tree, TreeParams, ValidTreeParams, grow_tree};
+    use crate::{BinEdges, ForestParams, Impurity, Tree, TreeParams, ValidTreeParams, grow_forest, grow_tree};
 
     struct Data {
         columns: Vec<Vec<f64>>,
@@ -266,6 +290,85 @@ mod tests {
             assert_eq!(preorder(&one), expected, "seed {seed}");
             assert!(one.num_leaves() > 4, "a real tree, not a stump");
         }
+    }
+
+    /// Grows a forest with the rows dealt round-robin into `parts` partitions; rows are
+    /// numbered from 1 in `d`'s order.
+    fn train_forest(d: &Data, parts: usize, params: &ValidTreeParams, forest: &ForestParams) -> Vec<Tree> {
+        let plan = forest.plan(11, d.edges.num_features()).expect("valid");
+        let mut source = LocalStats::for_plan(HistogramLayout::new(&d.edges, 3), &plan);
+        for p in 0..parts {
+            let rows: Vec<usize> = (p..d.labels.len()).step_by(parts).collect();
+            let cols: Vec<Vec<f64>> = d.columns.iter().map(|c| rows.iter().map(|&r| c[r]).collect()).collect();
+            let refs: Vec<&[f64]> = cols.iter().map(Vec::as_slice).collect();
+            let partition = BinnedPartition::from_columns(&refs, rows.iter().map(|&r| d.labels[r]).collect(), &d.edges, 3)
+                .and_then(|b| b.with_row_numbers(rows.iter().map(|&r| r as u64 + 1).collect()))
+                .expect("valid");
+            source.insert(PartitionId::train(p as u32), partition).expect("new");
+        }
+        grow_forest(&mut source, &d.edges, 3, params, &plan, |_| {}).expect("grows").0
+    }
+
+    #[test]
+    fn same_forest_for_any_partitioning() {
+        let d = data(3000, 5);
+        let params = TreeParams { max_depth: 5, ..TreeParams::default() }.check().expect("valid");
+        for forest in [
+            ForestParams { num_trees: 6, ..ForestParams::default() },
+            ForestParams { num_trees: 3, subsampling_rate: 0.5, bootstrap: false, ..ForestParams::default() },
+        ] {
+            let one = train_forest(&d, 1, &params, &forest);
+            assert_eq!(one.len(), forest.num_trees as usize);
+            assert!(one.windows(2).all(|w| w[0] != w[1]), "each tree sees its own sample");
+            for parts in [2, 3, 7] {
+                assert_eq!(train_forest(&d, parts, &params, &forest), one, "{parts} partitions, {forest:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn each_forest_tree_is_the_exact_tree_of_its_weighted_sample() {
+        // With every feature at every node, tree t must equal the textbook builder run on the
+        // rows repeated as often as their bootstrap weight in tree t.
+        let d = data(1500, 6);
+        let params = TreeParams { max_depth: 4, ..TreeParams::default() }.check().expect("valid");
+        let forest = ForestParams { num_trees: 3, feature_subset_strategy: crate::FeatureSubset::All, ..ForestParams::default() };
+        let trees = train_forest(&d, 3, &params, &forest);
+        let sampler = forest.plan(11, 4).expect("valid").sampler.expect("bootstrap");
+        for (t, tree) in trees.iter().enumerate() {
+            let repeated: Vec<usize> = (0..d.labels.len()).flat_map(|r| std::iter::repeat_n(r, sampler.weight(t as u32, r as u64 + 1) as usize)).collect();
+            let mut expected = Vec::new();
+            naive(&d, &repeated, 0, &params, &mut expected);
+            assert_eq!(preorder(tree), expected, "tree {t}");
+        }
+    }
+
+    #[test]
+    fn nodes_split_only_on_their_drawn_features() {
+        let d = data(2000, 7);
+        let params = TreeParams { max_depth: 4, ..TreeParams::default() }.check().expect("valid");
+        let forest = ForestParams { num_trees: 4, feature_subset_strategy: crate::FeatureSubset::Count(1), ..ForestParams::default() };
+        let mut features_used = std::collections::BTreeSet::new();
+        for (t, tree) in train_forest(&d, 2, &params, &forest).iter().enumerate() {
+            for node in &tree.nodes {
+                if let Some(split) = &node.split {
+                    assert_eq!(vec![split.feature as usize], crate::node_features(11, t as u32, node.id, 4, 1), "tree {t} node {}", node.id);
+                    features_used.insert(split.feature);
+                }
+            }
+        }
+        assert!(features_used.len() > 1, "drawn subsets differ between nodes");
+    }
+
+    #[test]
+    fn forest_partitions_need_row_numbers() {
+        let d = data(10, 1);
+        let plan = ForestParams::default().plan(1, 4).expect("valid");
+        let mut source = LocalStats::for_plan(HistogramLayout::new(&d.edges, 3), &plan);
+        let refs: Vec<&[f64]> = d.columns.iter().map(Vec::as_slice).collect();
+        let partition = BinnedPartition::from_columns(&refs, d.labels.clone(), &d.edges, 3).expect("valid");
+        assert_eq!(source.insert(PartitionId::train(0), partition.clone()), Err(TreeError::MissingRowNumbers));
+        assert_eq!(source.insert(PartitionId::test(0), partition), Ok(()), "test rows are not sampled");
     }
 
     #[test]

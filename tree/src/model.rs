@@ -115,14 +115,24 @@ impl Tree {
         node
     }
 
+    /// The leaf a row of raw feature values reaches.
+    pub fn leaf(&self, row: &[f64]) -> &Node {
+        self.leaf_for(|f, split| row[f] <= split.threshold)
+    }
+
+    /// The leaf a binned row reaches; `bin(feature)` reads the row.
+    pub fn leaf_binned(&self, mut bin: impl FnMut(usize) -> u8) -> &Node {
+        self.leaf_for(|f, split| bin(f) <= split.threshold_bin)
+    }
+
     /// Predicts from raw feature values (the model file's path).
     pub fn predict(&self, row: &[f64]) -> u32 {
-        self.leaf_for(|f, split| row[f] <= split.threshold).prediction
+        self.leaf(row).prediction
     }
 
     /// Predicts from binned values (the executors' path); `bin(feature)` reads the row.
-    pub fn predict_binned(&self, mut bin: impl FnMut(usize) -> u8) -> u32 {
-        self.leaf_for(|f, split| bin(f) <= split.threshold_bin).prediction
+    pub fn predict_binned(&self, bin: impl FnMut(usize) -> u8) -> u32 {
+        self.leaf_binned(bin).prediction
     }
 
     pub fn depth(&self) -> u32 {

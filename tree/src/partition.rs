@@ -10,7 +10,8 @@ use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{BinEdges, ConfusionMatrix, FeatureBins, HistogramLayout, NodeHistogram, NodeId, Tree, TreeError};
+use crate::sampling::RowSampler;
+use crate::{BinEdges, ConfusionMatrix, FeatureBins, HistogramLayout, NodeHistogram, NodeId, TreeError};
 
 /// "Rows of `node` with `bin(feature) <= threshold_bin` go to `left`, the others to `right`."
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,7 +28,7 @@ pub struct SplitDecision {
 #[derive(Debug, Clone)]
 pub struct SplitLog {
     decisions: Vec<SplitDecision>,
-    /// The tree's leaves so far: the root, then each decision's children instead of its node.
+    /// The leaves so far: the roots, then each decision's children instead of its node.
     leaves: BTreeSet<NodeId>,
     /// Every node id used, leaves and split nodes: a child id is never reused.
     used: BTreeSet<NodeId>,
@@ -35,12 +36,17 @@ pub struct SplitLog {
 
 impl Default for SplitLog {
     fn default() -> Self {
-        let root = BTreeSet::from([NodeId(0)]);
-        SplitLog { decisions: Vec::new(), leaves: root.clone(), used: root }
+        Self::new(1)
     }
 }
 
 impl SplitLog {
+    /// The log of a forest of `num_trees` trees, whose roots are nodes `0..num_trees`.
+    pub fn new(num_trees: u32) -> Self {
+        let roots: BTreeSet<NodeId> = (0..num_trees).map(NodeId).collect();
+        SplitLog { decisions: Vec::new(), leaves: roots.clone(), used: roots }
+    }
+
     /// Whether `node` is a leaf of the tree the log describes (rows can be there).
     pub fn is_leaf(&self, node: NodeId) -> bool {
         self.leaves.contains(&node)
@@ -114,14 +120,32 @@ impl SplitLog {
     }
 }
 
+/// Rows counted into u32 counters before they flush into the u64 totals: at most 255 each.
+const ROWS_PER_FLUSH: usize = (u32::MAX / 255) as usize;
+
 #[derive(Debug, Clone)]
 pub struct BinnedPartition {
     /// `stride` bytes per row: the bin of each feature, then the label.
     rows: Vec<u8>,
     stride: usize,
-    order: Vec<u32>,
-    node_rows: BTreeMap<NodeId, Range<usize>>,
+    /// Each row's number in the input (1-based, file order), which seeds its bootstrap weights.
+    /// Present when the partition came with them; dropped once the forest's samples are drawn.
+    row_numbers: Option<Vec<u64>>,
+    /// One per tree: the tree's rows, grouped by the open node they reached. A single tree
+    /// holds every row once; a forest's trees hold their bootstrap samples.
+    samples: Vec<Sample>,
+    /// The tree and the run of its sample's `order` that each open node's rows occupy. Node
+    /// ids are unique across a forest (tree `t`'s root is node `t`).
+    node_rows: BTreeMap<NodeId, (usize, Range<usize>)>,
     scratch: Vec<u32>,
+    scratch_weights: Vec<u8>,
+}
+
+/// The rows one tree learns from, and their weights (`None`: every weight is 1).
+#[derive(Debug, Clone)]
+struct Sample {
+    order: Vec<u32>,
+    weights: Option<Vec<u8>>,
 }
 
 impl BinnedPartition {
@@ -197,9 +221,48 @@ impl BinnedPartition {
     fn from_packed(rows: Vec<u8>, stride: usize) -> Self {
         let n = rows.len() / stride;
         let order: Vec<u32> = (0..n as u32).collect();
-        let mut node_rows = BTreeMap::new();
-        node_rows.insert(NodeId::ROOT, 0..n);
-        BinnedPartition { rows, stride, order, node_rows, scratch: Vec::new() }
+        let node_rows = BTreeMap::from([(NodeId::ROOT, (0, 0..n))]);
+        let samples = vec![Sample { order, weights: None }];
+        BinnedPartition { rows, stride, row_numbers: None, samples, node_rows, scratch: Vec::new(), scratch_weights: Vec::new() }
+    }
+
+    /// Attaches each row's number in the input (needed to draw a forest's samples).
+    pub fn with_row_numbers(mut self, row_numbers: Vec<u64>) -> Result<Self, TreeError> {
+        if row_numbers.len() != self.num_rows() {
+            return Err(TreeError::RaggedColumns {
+                detail: format!("{} row numbers for {} rows", row_numbers.len(), self.num_rows()),
+            });
+        }
+        self.row_numbers = Some(row_numbers);
+        Ok(self)
+    }
+
+    /// Replaces the single tree's rows with the samples of `num_trees` trees: tree `t` holds
+    /// the rows whose weight `sampler` draws above zero, at node `t`. Must come before any split.
+    pub fn draw_samples(&mut self, sampler: &RowSampler, num_trees: u32) -> Result<(), TreeError> {
+        let Some(numbers) = self.row_numbers.take() else {
+            return Err(TreeError::MissingRowNumbers);
+        };
+        if self.samples.len() != 1 || self.node_rows.len() != 1 {
+            return Err(TreeError::MalformedTree { detail: "samples are drawn before the first split".into() });
+        }
+        self.samples.clear();
+        self.node_rows.clear();
+        for tree in 0..num_trees {
+            let (mut order, mut weights) = (Vec::new(), Vec::new());
+            for (row, &number) in numbers.iter().enumerate() {
+                let weight = sampler.weight(tree, number);
+                if weight > 0 {
+                    order.push(row as u32);
+                    weights.push(u8::try_from(weight).unwrap_or(u8::MAX));
+                }
+            }
+            let weights = (!weights.iter().all(|&w| w == 1)).then_some(weights);
+            order.shrink_to_fit();
+            self.node_rows.insert(NodeId(tree), (tree as usize, 0..order.len()));
+            self.samples.push(Sample { order, weights });
+        }
+        Ok(())
     }
 
     pub fn num_rows(&self) -> usize {
@@ -210,9 +273,11 @@ impl BinnedPartition {
         self.stride - 1
     }
 
-    /// Bytes held: one per binned value, one per label, four per row index.
+    /// Bytes held: one per binned value, one per label, and per tree four per sampled row
+    /// index plus one per weight.
     pub fn heap_bytes(&self) -> usize {
-        self.rows.capacity() + 4 * self.order.capacity()
+        let samples: usize = self.samples.iter().map(|s| 4 * s.order.capacity() + s.weights.as_ref().map_or(0, Vec::capacity)).sum();
+        self.rows.capacity() + samples + 8 * self.row_numbers.as_ref().map_or(0, Vec::capacity)
     }
 
     /// Routes the rows of each split node to its children.
@@ -222,58 +287,86 @@ impl BinnedPartition {
             if feature >= self.num_features() {
                 return Err(TreeError::UnknownFeature { feature: d.feature, features: self.num_features() });
             }
-            let Some(range) = self.node_rows.remove(&d.node) else {
+            let Some((tree, range)) = self.node_rows.remove(&d.node) else {
                 continue;
             };
+            let sample = &mut self.samples[tree];
             // Stable partition: left rows compact in place, right rows via scratch.
             self.scratch.clear();
+            self.scratch_weights.clear();
             let mut write = range.start;
             for read in range.clone() {
-                let row = self.order[read];
-                if self.rows[row as usize * self.stride + feature] <= d.threshold_bin {
-                    self.order[write] = row;
+                let row = sample.order[read];
+                let goes_left = self.rows[row as usize * self.stride + feature] <= d.threshold_bin;
+                if let Some(weights) = &mut sample.weights {
+                    if goes_left {
+                        weights[write] = weights[read];
+                    } else {
+                        self.scratch_weights.push(weights[read]);
+                    }
+                }
+                if goes_left {
+                    sample.order[write] = row;
                     write += 1;
                 } else {
                     self.scratch.push(row);
                 }
             }
-            self.order[write..range.end].copy_from_slice(&self.scratch);
-            self.node_rows.insert(d.left, range.start..write);
-            self.node_rows.insert(d.right, write..range.end);
+            sample.order[write..range.end].copy_from_slice(&self.scratch);
+            if let Some(weights) = &mut sample.weights {
+                weights[write..range.end].copy_from_slice(&self.scratch_weights);
+            }
+            self.node_rows.insert(d.left, (tree, range.start..write));
+            self.node_rows.insert(d.right, (tree, write..range.end));
         }
         Ok(())
     }
 
-    /// Adds this partition's counts for `nodes` into `out` (one histogram per node).
+    /// Adds this partition's counts for `nodes` into `out` (one histogram per node); a row
+    /// counts as many times as its weight in the node's tree.
     pub fn add_histograms(&self, nodes: &[NodeId], layout: &HistogramLayout, out: &mut [NodeHistogram]) {
         let classes = layout.num_classes();
+        let features = self.num_features();
+        let starts: Vec<usize> = (0..features).map(|f| layout.feature_start(f)).collect();
         for (node, hist) in nodes.iter().zip(out.iter_mut()) {
-            let Some(range) = self.node_rows.get(node) else {
+            let Some((tree, range)) = self.node_rows.get(node) else {
                 continue;
             };
-            let features = self.num_features();
-            let starts: Vec<usize> = (0..features).map(|f| layout.feature_start(f)).collect();
-            // u32 counters halve the histogram's cache footprint; a node's rows in one partition
-            // are fewer than 2^32.
+            let sample = &self.samples[*tree];
+            // u32 counters halve the histogram's cache footprint. A chunk of rows cannot
+            // overflow them (each row adds at most 255), and chunks flush into the u64 totals.
             let mut counts = vec![0u32; layout.len()];
-            for &row in &self.order[range.clone()] {
-                let at = row as usize * self.stride;
-                let bytes = &self.rows[at..at + self.stride];
-                let label = usize::from(bytes[features]);
-                for (&bin, &start) in bytes.iter().zip(&starts) {
-                    counts[start + usize::from(bin) * classes + label] += 1;
+            for chunk_start in range.clone().step_by(ROWS_PER_FLUSH) {
+                let chunk = chunk_start..(chunk_start + ROWS_PER_FLUSH).min(range.end);
+                let rows = sample.order[chunk.clone()].iter();
+                match &sample.weights {
+                    None => rows.for_each(|&row| self.count_row(row, 1, &starts, classes, &mut counts)),
+                    Some(weights) => rows
+                        .zip(&weights[chunk])
+                        .for_each(|(&row, &weight)| self.count_row(row, u32::from(weight), &starts, classes, &mut counts)),
                 }
-            }
-            for (total, n) in hist.counts.iter_mut().zip(counts) {
-                *total += u64::from(n);
+                for (total, n) in hist.counts.iter_mut().zip(counts.iter_mut()) {
+                    *total += u64::from(std::mem::take(n));
+                }
             }
         }
     }
 
-    /// Adds (actual, predicted) of every row to `cm`.
-    pub fn add_confusion(&self, tree: &Tree, cm: &mut ConfusionMatrix) {
+    /// The histogram kernel: adds `weight` to the (feature, bin, label) counter of every feature.
+    #[inline(always)]
+    fn count_row(&self, row: u32, weight: u32, starts: &[usize], classes: usize, counts: &mut [u32]) {
+        let at = row as usize * self.stride;
+        let bytes = &self.rows[at..at + self.stride];
+        let label = usize::from(bytes[self.stride - 1]);
+        for (&bin, &start) in bytes.iter().zip(starts) {
+            counts[start + usize::from(bin) * classes + label] += weight;
+        }
+    }
+
+    /// Adds (actual, predicted) of every row to `cm`; `predict` reads a row's bins by feature.
+    pub fn add_confusion(&self, predict: &dyn Fn(&dyn Fn(usize) -> u8) -> u32, cm: &mut ConfusionMatrix) {
         for bytes in self.rows.chunks_exact(self.stride) {
-            let predicted = tree.predict_binned(|feature| bytes[feature]);
+            let predicted = predict(&|feature| bytes[feature]);
             cm.add(usize::from(bytes[self.stride - 1]), predicted as usize);
         }
     }

@@ -11,6 +11,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use serde::{Deserialize, Serialize};
+
 use crate::{NodeId, TreeError};
 
 /// SplitMix64's finaliser: a fast, well-mixed 64-bit hash.
@@ -30,8 +32,10 @@ fn unit(hash: u64) -> f64 {
 const WEIGHT_STREAM: u64 = 0x5745_4947_4854_0001;
 const FEATURE_STREAM: u64 = 0x4645_4154_5552_0002;
 
-/// How many features a node may split on (Spark's `featureSubsetStrategy`).
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// How many features a node may split on (Spark's `featureSubsetStrategy`). Written as
+/// Spark writes it, in experiment files and model files alike.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum FeatureSubset {
     /// `all` for one tree, `sqrt` for a forest (classification).
     Auto,
@@ -92,6 +96,19 @@ impl FromStr for FeatureSubset {
                 }
             }
         })
+    }
+}
+
+impl TryFrom<String> for FeatureSubset {
+    type Error = TreeError;
+    fn try_from(s: String) -> Result<Self, TreeError> {
+        s.parse()
+    }
+}
+
+impl From<FeatureSubset> for String {
+    fn from(subset: FeatureSubset) -> String {
+        subset.to_string()
     }
 }
 

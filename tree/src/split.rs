@@ -26,19 +26,20 @@ fn sum(counts: &[u64]) -> u64 {
     counts.iter().sum()
 }
 
-/// The best valid split of a node, or `None` when no split has positive gain that meets
-/// `min_info_gain` with `min_instances_per_node` rows on each side.
+/// The best valid split of a node on one of `features` (ascending), or `None` when no split
+/// has positive gain that meets `min_info_gain` with `min_instances_per_node` rows on each side.
 pub fn best_split(
     hist: &NodeHistogram,
     layout: &HistogramLayout,
     parent_counts: &[u64],
     params: &ValidTreeParams,
+    features: &[usize],
 ) -> Option<SplitCandidate> {
     let classes = layout.num_classes();
     let mut best: Option<SplitCandidate> = None;
     let mut left = vec![0u64; classes];
     let mut right = vec![0u64; classes];
-    for feature in 0..layout.num_features() {
+    for &feature in features {
         let start = layout.feature_start(feature);
         left.iter_mut().for_each(|c| *c = 0);
         // The last bin cannot be a threshold: everything would go left.
@@ -115,7 +116,7 @@ mod tests {
             let mut hist = vec![NodeHistogram::zeros(&layout)];
             part.add_histograms(&[NodeId::ROOT], &layout, &mut hist);
             let parent = hist[0].class_counts(&layout);
-            let found = best_split(&hist[0], &layout, &parent, &params).map(|c| (c.feature, c.threshold_bin, c.gain));
+            let found = best_split(&hist[0], &layout, &parent, &params, &(0..features).collect::<Vec<_>>()).map(|c| (c.feature, c.threshold_bin, c.gain));
             assert_eq!(found, brute_force(&columns, &labels, &edges, classes, &params), "case {case}");
         }
     }
@@ -135,7 +136,7 @@ mod tests {
         let mut hist = vec![NodeHistogram::zeros(&layout)];
         part.add_histograms(&[NodeId::ROOT], &layout, &mut hist);
         let params = TreeParams::default().check().expect("valid");
-        let best = best_split(&hist[0], &layout, &[2, 2], &params).expect("a split");
+        let best = best_split(&hist[0], &layout, &[2, 2], &params, &[0, 1]).expect("a split");
         assert_eq!((best.feature, best.threshold_bin, best.gain), (0, 0, 0.5));
     }
 }
