@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use canopy_tree::{TreeParams, ValidTreeParams};
+use canopy_tree::{ForestParams, ForestPlan, TreeParams, ValidTreeParams};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DriverError, Result};
@@ -30,6 +30,9 @@ pub enum Mode {
     Exact,
     /// One linfa-trees tree per executor shard, majority vote; changes with executor count.
     Ensemble,
+    /// Exact random forest (Spark's RandomForestClassifier): hashed bootstrap samples and
+    /// feature subsets, so the same forest on any number of executors.
+    Forest,
 }
 
 impl Mode {
@@ -37,6 +40,7 @@ impl Mode {
         match self {
             Mode::Exact => "exact",
             Mode::Ensemble => "ensemble",
+            Mode::Forest => "forest",
         }
     }
 }
@@ -143,6 +147,8 @@ pub struct Experiment {
     pub features: FeatureSpec,
     pub split: SplitSpec,
     pub tree: TreeParams,
+    /// Forest mode's parameters (Spark's defaults); every tree also takes `tree`'s.
+    pub forest: ForestParams,
 }
 
 impl Experiment {
@@ -170,7 +176,10 @@ impl Experiment {
         }
         let data = self.data.clone().unwrap_or_else(embedded_dataset);
         let tree = self.tree.clone().check().map_err(DriverError::Params)?;
-        Ok(ValidExperiment { data, mode: self.mode, features: self.features, split: self.split, tree })
+        // Seeded by the split's seed: one seed fixes the split, the partitions and the forest.
+        let plan = self.forest.plan(self.split.seed, self.features.feature_names().len()).map_err(DriverError::Params)?;
+        let forest = (self.mode == Mode::Forest).then_some((self.forest, plan));
+        Ok(ValidExperiment { data, mode: self.mode, features: self.features, split: self.split, tree, forest })
     }
 }
 
@@ -182,6 +191,8 @@ pub struct ValidExperiment {
     pub features: FeatureSpec,
     pub split: SplitSpec,
     pub tree: ValidTreeParams,
+    /// Forest mode only: the parameters as given, and the plan they fix.
+    pub forest: Option<(ForestParams, ForestPlan)>,
 }
 
 #[cfg(test)]

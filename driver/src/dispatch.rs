@@ -22,9 +22,11 @@ use arrow_flight::error::FlightError;
 use arrow_flight::{FlightClient, FlightDescriptor};
 use canopy_proto::v1::executor_client::ExecutorClient;
 use canopy_proto::v1::{self};
-use canopy_proto::{ExecutorId, FLIGHT_CHUNK_BYTES, edges_to_wire, partitions_to_wire, tree_to_wire};
+use canopy_proto::{
+    ExecutorId, FLIGHT_CHUNK_BYTES, MAX_REQUEST_BYTES, edges_to_wire, forest_plan_to_wire, forest_to_wire, partitions_to_wire, tree_to_wire,
+};
 use canopy_runtime::security::AuthChannel;
-use canopy_tree::{ConfusionMatrix, HistogramLayout, NodeHistogram, NodeId, PartitionId, Role, SplitDecision, StatsSource, Tree};
+use canopy_tree::{ConfusionMatrix, ForestPlan, HistogramLayout, Model, NodeHistogram, NodeId, PartitionId, Role, SplitDecision, StatsSource};
 use futures::{StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::{Code, Status};
@@ -87,6 +89,8 @@ pub struct Dispatcher {
     prepared: Arc<Prepared>,
     job_id: String,
     mode: Mode,
+    /// Forest mode: the trees and row sampling every executor must use.
+    forest: Option<v1::ForestSampling>,
     registry: Registry,
     /// Most executors this run uses at once.
     cap: usize,
@@ -119,6 +123,7 @@ impl Dispatcher {
         prepared: Arc<Prepared>,
         job_id: String,
         mode: Mode,
+        forest: Option<&ForestPlan>,
         registry: Registry,
         initial: Vec<Member>,
         cap: usize,
@@ -129,6 +134,7 @@ impl Dispatcher {
             prepared,
             job_id,
             mode,
+            forest: forest.and_then(forest_plan_to_wire),
             registry,
             cap,
             started: Instant::now(),
@@ -194,7 +200,9 @@ impl Dispatcher {
             mode: match self.mode {
                 Mode::Exact => v1::JobMode::Exact,
                 Mode::Ensemble => v1::JobMode::Ensemble,
+                Mode::Forest => v1::JobMode::Forest,
             } as i32,
+            forest: self.forest,
         };
         let mut client = handle.control.clone();
         self.guarded(&handle, async move { client.begin_job(request).await.map(|_| ()).map_err(|s| classify(&s)) }).await
@@ -696,12 +704,24 @@ impl Dispatcher {
         Ok(cm)
     }
 
-    pub async fn evaluate(&mut self, tree: &Tree) -> Result<ConfusionMatrix> {
-        let (job_id, nodes) = (self.job_id.clone(), tree_to_wire(tree));
+    /// Scores the test partitions with a tree or a forest, sent whole in each request.
+    pub async fn evaluate(&mut self, model: Model<'_>) -> Result<ConfusionMatrix> {
+        let template = match model {
+            Model::Tree(tree) => v1::EvaluateRequest { job_id: self.job_id.clone(), nodes: tree_to_wire(tree, false), ..Default::default() },
+            Model::Forest(forest) => v1::EvaluateRequest { job_id: self.job_id.clone(), forest: forest_to_wire(forest), ..Default::default() },
+        };
+        // Executors refuse requests above MAX_REQUEST_BYTES; say so here, with the model's size.
+        let partitions_room = 2 * canopy_proto::MAX_PARTITIONS * 8;
+        if template.encoded_len() + partitions_room > MAX_REQUEST_BYTES {
+            return Err(DriverError::Config(format!(
+                "the model takes {} bytes on the wire, more than an evaluation request may carry ({MAX_REQUEST_BYTES}); \
+                 train fewer or shallower trees",
+                template.encoded_len()
+            )));
+        }
         let answers = self
             .step("evaluate", Role::Test, |t| {
-                let request =
-                    v1::EvaluateRequest { job_id: job_id.clone(), nodes: nodes.clone(), partitions: partitions_to_wire(&t.partitions) };
+                let request = v1::EvaluateRequest { partitions: partitions_to_wire(&t.partitions), ..template.clone() };
                 let mut client = t.client;
                 async move { client.evaluate(request).await.map(|r| r.into_inner()) }
             })

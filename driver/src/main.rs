@@ -12,7 +12,7 @@ use canopy_driver::metrics::Observability;
 use canopy_driver::run::Timeouts;
 use canopy_driver::{Plan, cluster, run_plan};
 use canopy_runtime::security::SecurityFlags;
-use canopy_tree::Impurity;
+use canopy_tree::{FeatureSubset, Impurity};
 use clap::{Args, Parser, Subcommand};
 
 #[global_allocator]
@@ -49,7 +49,7 @@ struct ExperimentArgs {
     /// Data file: .parquet, .csv, .json/.jsonl/.ndjson, optionally .gz/.bz2. Default: the embedded flights.
     #[arg(long, env = "CANOPY_DATA")]
     data: Option<PathBuf>,
-    /// TOML experiment file (data, mode, [features], [split], [tree]); flags override it.
+    /// TOML experiment file (data, mode, [features], [split], [tree], [forest]); flags override it.
     #[arg(long)]
     experiment: Option<PathBuf>,
     #[arg(long, value_enum)]
@@ -76,6 +76,19 @@ struct ExperimentArgs {
     /// Memory budget of one batch of node histograms, in MiB.
     #[arg(long)]
     max_memory_mb: Option<u64>,
+    /// Forest mode: trees in the forest (Spark's numTrees, default 20).
+    #[arg(long)]
+    num_trees: Option<u32>,
+    /// Forest mode: features each node may split on: auto (sqrt for a forest), all, sqrt, log2,
+    /// onethird, a count or a fraction in (0, 1].
+    #[arg(long)]
+    feature_subset_strategy: Option<FeatureSubset>,
+    /// Forest mode: mean bootstrap weight, or share of rows kept without bootstrap, in (0, 1].
+    #[arg(long)]
+    subsampling_rate: Option<f64>,
+    /// Forest mode: sample rows with replacement (Poisson weights); default true.
+    #[arg(long)]
+    bootstrap: Option<bool>,
     /// Label column.
     #[arg(long)]
     label: Option<String>,
@@ -119,6 +132,11 @@ impl ExperimentArgs {
         t.min_info_gain = self.min_info_gain.unwrap_or(t.min_info_gain);
         t.impurity = self.impurity.unwrap_or(t.impurity);
         t.max_memory_mb = self.max_memory_mb.unwrap_or(t.max_memory_mb);
+        let r = &mut e.forest;
+        r.num_trees = self.num_trees.unwrap_or(r.num_trees);
+        r.feature_subset_strategy = self.feature_subset_strategy.unwrap_or(r.feature_subset_strategy);
+        r.subsampling_rate = self.subsampling_rate.unwrap_or(r.subsampling_rate);
+        r.bootstrap = self.bootstrap.unwrap_or(r.bootstrap);
         let f = &mut e.features;
         if let Some(label) = &self.label {
             f.label.column = label.clone();

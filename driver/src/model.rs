@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use canopy_tree::{BinEdges, Tree, TreeParams};
+use canopy_tree::{BinEdges, Forest, ForestParams, Tree, TreeParams};
 use linfa::prelude::Predict;
 use linfa_trees::DecisionTree;
 use ndarray::Array2;
@@ -16,7 +16,25 @@ use crate::data::features::{Encoding, MAX_CLASSES};
 use crate::error::{DriverError, Result};
 
 pub const MODEL_FORMAT: &str = "canopy-model";
-pub const MODEL_FORMAT_VERSION: u32 = 1;
+/// The newest format: version 2 added forests. A file is written with the oldest version that
+/// holds it, so tree and ensemble models stay version 1, byte for byte as before, and older
+/// readers still load them; this reader loads both.
+pub const MODEL_FORMAT_VERSION: u32 = 2;
+
+/// The version a model needs: 2 for a forest, else 1.
+pub fn format_version_for(forest: bool) -> u32 {
+    if forest { 2 } else { 1 }
+}
+
+/// A random forest in the model file: its parameters, the features per node they fixed, and
+/// the trees, each numbering its own nodes from 0.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForestModel {
+    pub params: ForestParams,
+    pub features_per_node: usize,
+    pub trees: Vec<Tree>,
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,6 +53,9 @@ pub struct ModelFile {
     /// Ensemble mode: linfa-trees DecisionTrees (their serde form), combined by majority vote.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ensemble: Option<Vec<serde_json::Value>>,
+    /// Forest mode (format version 2): trees whose leaves' class distributions are summed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forest: Option<ForestModel>,
 }
 
 impl ModelFile {
@@ -57,13 +78,20 @@ impl ModelFile {
         let invalid = |reason: String| DriverError::InvalidModel { path: path.to_path_buf(), reason };
         let file: ModelFile = serde_json::from_slice(bytes).map_err(|e| invalid(e.to_string()))?;
         let ensemble = file.check().map_err(invalid)?;
-        Ok(LoadedModel { file, ensemble })
+        let forest = file.forest.as_ref().map(|f| Forest { trees: f.trees.clone() });
+        Ok(LoadedModel { file, ensemble, forest })
     }
 
     /// Checks the model; returns the ensemble's trees, parsed (empty for a single tree).
     fn check(&self) -> std::result::Result<Vec<DecisionTree<f64, usize>>, String> {
-        if self.format != MODEL_FORMAT || self.format_version != MODEL_FORMAT_VERSION {
-            return Err(format!("format {} v{}, expected {MODEL_FORMAT} v{MODEL_FORMAT_VERSION}", self.format, self.format_version));
+        if self.format != MODEL_FORMAT || !(1..=MODEL_FORMAT_VERSION).contains(&self.format_version) {
+            return Err(format!(
+                "format {} v{}, expected {MODEL_FORMAT} v1 to v{MODEL_FORMAT_VERSION}",
+                self.format, self.format_version
+            ));
+        }
+        if self.forest.is_some() && self.format_version < 2 {
+            return Err(format!("a forest needs format version 2, the file says {}", self.format_version));
         }
         self.features.check().map_err(|e| format!("features: {e}"))?;
         if self.feature_names != self.features.feature_names() {
@@ -90,8 +118,8 @@ impl ModelFile {
         if let Some(column) = self.features.categorical.iter().find(|c| !encoding.string_indexes.contains_key(*c)) {
             return Err(format!("the encoding has no category index for '{column}'"));
         }
-        match (&self.tree, &self.ensemble) {
-            (Some(tree), None) => {
+        match (&self.tree, &self.ensemble, &self.forest) {
+            (Some(tree), None, None) => {
                 if tree.num_features as usize != features {
                     return Err(format!("the tree has {} features but the model has {features}", tree.num_features));
                 }
@@ -101,12 +129,19 @@ impl ModelFile {
                 tree.validate().map_err(|e| e.to_string())?;
                 Ok(Vec::new())
             }
-            (None, Some(trees)) if !trees.is_empty() => trees
+            (None, Some(trees), None) if !trees.is_empty() => trees
                 .iter()
                 .enumerate()
                 .map(|(t, value)| check_linfa_tree(value, features, classes).map_err(|e| format!("ensemble tree {t}: {e}")))
                 .collect(),
-            _ => Err("a model holds either a tree or a non-empty ensemble".into()),
+            (None, None, Some(forest)) => {
+                if forest.params.num_trees as usize != forest.trees.len() {
+                    return Err(format!("the forest has {} trees but its params say {}", forest.trees.len(), forest.params.num_trees));
+                }
+                Forest { trees: forest.trees.clone() }.validate(features, classes).map_err(|e| e.to_string())?;
+                Ok(Vec::new())
+            }
+            _ => Err("a model holds exactly one of a tree, a non-empty ensemble or a forest".into()),
         }
     }
 }
@@ -139,6 +174,7 @@ fn check_linfa_tree(value: &serde_json::Value, features: usize, classes: usize) 
 pub struct LoadedModel {
     pub file: ModelFile,
     ensemble: Vec<DecisionTree<f64, usize>>,
+    forest: Option<Forest>,
 }
 
 impl LoadedModel {
@@ -152,16 +188,22 @@ impl LoadedModel {
             )));
         }
         let rows = columns.first().map_or(0, Vec::len);
-        if let Some(tree) = &self.file.tree {
+        let by_row = |predict: &dyn Fn(&[f64]) -> u32| {
             let mut row = vec![0.0; columns.len()];
-            return Ok((0..rows)
+            (0..rows)
                 .map(|r| {
                     for (f, c) in columns.iter().enumerate() {
                         row[f] = c[r];
                     }
-                    tree.predict(&row)
+                    predict(&row)
                 })
-                .collect());
+                .collect()
+        };
+        if let Some(tree) = &self.file.tree {
+            return Ok(by_row(&|row| tree.predict(row)));
+        }
+        if let Some(forest) = &self.forest {
+            return Ok(by_row(&|row| forest.predict(row)));
         }
         let records = Array2::from_shape_fn((rows, columns.len()), |(r, f)| columns[f][r]);
         let k = self.file.encoding.class_names.len();

@@ -89,6 +89,7 @@ impl Report {
         let models_identical = runs.iter().all(|(_, r)| r.model_sha256 == first_sha);
         let note = match mode {
             Mode::Exact => "exact mode: the model must be byte-identical for every executor count (see models_identical)".into(),
+            Mode::Forest => "forest mode: the forest must be byte-identical for every executor count (see models_identical)".into(),
             Mode::Ensemble => {
                 "ensemble mode: one linfa tree per executor shard, majority vote; accuracy changes with the executor count by design".into()
             }

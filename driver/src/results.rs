@@ -49,6 +49,8 @@ pub struct GrowthReport {
     pub nodes_built: u64,
     pub nodes_derived: u64,
     pub nodes_split: u64,
+    /// Trees grown (1 unless in forest mode); nodes and leaves are summed over them.
+    pub trees: usize,
     pub tree_nodes: usize,
     pub tree_leaves: usize,
     pub tree_depth: u32,

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use canopy_proto::partition::decode;
 use canopy_tree::grower::LevelDone;
-use canopy_tree::{ClassificationMetrics, ConfusionMatrix, HistogramLayout, LocalStats, PartitionId, Tree, grow_tree};
+use canopy_tree::{ClassificationMetrics, ConfusionMatrix, Forest, ForestPlan, HistogramLayout, LocalStats, Model, PartitionId, Tree, grow_forest};
 use tracing::info;
 
 use crate::cluster::Cluster;
@@ -15,7 +15,7 @@ use crate::data::Prepared;
 use crate::dispatch::{Dispatcher, RemoteStats};
 use crate::error::{DriverError, Result};
 use crate::metrics::DriverMetrics;
-use crate::model::{MODEL_FORMAT, MODEL_FORMAT_VERSION, ModelFile, sha256_hex};
+use crate::model::{ForestModel, MODEL_FORMAT, ModelFile, format_version_for, sha256_hex};
 use crate::results::{GrowthReport, RunResult, RunTimings, TrafficStats};
 
 #[derive(Debug, Clone)]
@@ -26,10 +26,30 @@ pub struct Timeouts {
     pub heartbeat: Duration,
 }
 
-fn model_file(prepared: &Prepared, exp: &ValidExperiment, tree: Option<Tree>, ensemble: Option<Vec<serde_json::Value>>) -> ModelFile {
+/// What a run trained.
+enum Trained {
+    Tree(Tree),
+    Forest(Vec<Tree>),
+    /// linfa-trees DecisionTrees in their serde form.
+    Ensemble(Vec<serde_json::Value>),
+}
+
+fn model_file(prepared: &Prepared, exp: &ValidExperiment, trained: Trained) -> ModelFile {
+    let (mut tree, mut ensemble, mut forest) = (None, None, None);
+    match trained {
+        Trained::Tree(t) => tree = Some(t),
+        Trained::Ensemble(e) => ensemble = Some(e),
+        Trained::Forest(trees) => {
+            forest = exp.forest.as_ref().map(|(params, plan)| ForestModel {
+                params: params.clone(),
+                features_per_node: plan.features_per_node,
+                trees,
+            })
+        }
+    }
     ModelFile {
         format: MODEL_FORMAT.into(),
-        format_version: MODEL_FORMAT_VERSION,
+        format_version: format_version_for(forest.is_some()),
         mode: exp.mode,
         features: exp.features.clone(),
         feature_names: prepared.feature_names.clone(),
@@ -39,6 +59,7 @@ fn model_file(prepared: &Prepared, exp: &ValidExperiment, tree: Option<Tree>, en
         split: exp.split.clone(),
         tree,
         ensemble,
+        forest,
     }
 }
 
@@ -51,15 +72,31 @@ fn on_level(metrics: &DriverMetrics) -> impl FnMut(&LevelDone) + Send + 'static 
     }
 }
 
-fn growth_report(stats: &canopy_tree::GrowthStats, tree: &Tree) -> GrowthReport {
+/// Growth figures; a forest's nodes and leaves are summed over its trees, its depth is the deepest.
+fn growth_report(stats: &canopy_tree::GrowthStats, trees: &[Tree]) -> GrowthReport {
     GrowthReport {
         histogram_batches: stats.histogram_batches,
         nodes_built: stats.nodes_built,
         nodes_derived: stats.nodes_derived,
         nodes_split: stats.nodes_split,
-        tree_nodes: tree.nodes.len(),
-        tree_leaves: tree.num_leaves(),
-        tree_depth: tree.depth(),
+        trees: trees.len(),
+        tree_nodes: trees.iter().map(|t| t.nodes.len()).sum(),
+        tree_leaves: trees.iter().map(Tree::num_leaves).sum(),
+        tree_depth: trees.iter().map(Tree::depth).max().unwrap_or(0),
+    }
+}
+
+/// The plan a run grows: the forest's, or one tree on every row and feature.
+fn growth_plan(prepared: &Prepared, exp: &ValidExperiment) -> ForestPlan {
+    exp.forest.as_ref().map_or_else(|| ForestPlan::single_tree(prepared.edges.num_features()), |(_, plan)| plan.clone())
+}
+
+/// A grown forest as what the run trained: a single tree unless in forest mode.
+fn trained(exp: &ValidExperiment, mut trees: Vec<Tree>) -> Result<Trained> {
+    match (exp.mode, trees.len()) {
+        (Mode::Forest, _) => Ok(Trained::Forest(trees)),
+        (_, 1) => Ok(Trained::Tree(trees.remove(0))),
+        (_, n) => Err(DriverError::Internal(format!("grew {n} trees outside forest mode"))),
     }
 }
 
@@ -96,14 +133,15 @@ fn empty_result(executors: usize, mode: Mode, model: ModelFile, k: usize) -> Run
 
 /// Trains and evaluates in this process with the same partitions: the reference model.
 pub fn run_in_process(prepared: &Prepared, exp: &ValidExperiment, metrics: &DriverMetrics) -> Result<RunResult> {
-    if exp.mode != Mode::Exact {
-        return Err(DriverError::Config("--in-process runs the exact mode only".into()));
+    if exp.mode == Mode::Ensemble {
+        return Err(DriverError::Config("--in-process runs the exact and forest modes only".into()));
     }
     canopy_runtime::heap::reset_peak();
     let started = Instant::now();
     let k = prepared.num_classes();
     // The executors' own decoding and statistics, so the reference run sees what they see.
-    let mut source = LocalStats::new(HistogramLayout::new(&prepared.edges, k));
+    let plan = growth_plan(prepared, exp);
+    let mut source = LocalStats::for_plan(HistogramLayout::new(&prepared.edges, k), &plan);
     let parts = prepared
         .train
         .iter()
@@ -117,17 +155,24 @@ pub fn run_in_process(prepared: &Prepared, exp: &ValidExperiment, metrics: &Driv
     }
     let ship_seconds = started.elapsed().as_secs_f64();
     let training = Instant::now();
-    let (tree, stats) = grow_tree(&mut source, &prepared.edges, k, &exp.tree, on_level(metrics))?;
+    let (trees, stats) = grow_forest(&mut source, &prepared.edges, k, &exp.tree, &plan, on_level(metrics))?;
     let train_seconds = training.elapsed().as_secs_f64();
     metrics.phase("train", train_seconds);
+    let growth = growth_report(&stats, &trees);
     let evaluating = Instant::now();
-    let confusion = source.confusion_of(&source.ids_of(canopy_tree::Role::Test), &tree)?;
+    let test = source.ids_of(canopy_tree::Role::Test);
+    let model = trained(exp, trees)?;
+    let confusion = match &model {
+        Trained::Tree(tree) => source.confusion_of(&test, Model::Tree(tree))?,
+        Trained::Forest(trees) => source.confusion_of(&test, Model::Forest(&Forest { trees: trees.clone() }))?,
+        Trained::Ensemble(_) => return Err(DriverError::Internal("no ensemble in process".into())),
+    };
     metrics.phase("evaluate", evaluating.elapsed().as_secs_f64());
-    let mut result = empty_result(0, Mode::Exact, model_file(prepared, exp, Some(tree.clone()), None), k);
+    let mut result = empty_result(0, exp.mode, model_file(prepared, exp, model), k);
     result.timings = RunTimings { ship_seconds, train_seconds, eval_seconds: evaluating.elapsed().as_secs_f64(), ..RunTimings::default() };
     result.metrics = ClassificationMetrics::from_confusion(&confusion);
     result.confusion = confusion;
-    result.growth = Some(growth_report(&stats, &tree));
+    result.growth = Some(growth);
     finish(result, started)
 }
 
@@ -156,29 +201,39 @@ pub async fn run_distributed(
 
     let shipping = Instant::now();
     info!(executors = initial.len(), partitions = prepared.train.len() + prepared.test.len(), "shipping partitions");
-    let mut dispatcher =
-        Dispatcher::start(prepared.clone(), job_id, exp.mode, cluster.registry.clone(), initial, cap, timeouts.task, metrics.clone())
-            .await?;
+    let plan = growth_plan(&prepared, exp);
+    let mut dispatcher = Dispatcher::start(
+        prepared.clone(),
+        job_id,
+        exp.mode,
+        exp.forest.as_ref().map(|(_, plan)| plan),
+        cluster.registry.clone(),
+        initial,
+        cap,
+        timeouts.task,
+        metrics.clone(),
+    )
+    .await?;
     let ship_seconds = shipping.elapsed().as_secs_f64();
     metrics.phase("ship", ship_seconds);
 
     let training = Instant::now();
-    let (mut dispatcher, tree, growth, ensemble) = match exp.mode {
-        Mode::Exact => {
+    let (mut dispatcher, model, growth, ensemble) = match exp.mode {
+        Mode::Exact | Mode::Forest => {
             let handle = tokio::runtime::Handle::current();
             let layout = HistogramLayout::new(&prepared.edges, k);
             let (edges, params) = (prepared.edges.clone(), exp.tree.clone());
             let progress = on_level(metrics);
             let (dispatcher, grown) = tokio::task::spawn_blocking(move || {
                 let mut remote = RemoteStats { dispatcher, handle, layout };
-                let grown = grow_tree(&mut remote, &edges, k, &params, progress);
+                let grown = grow_forest(&mut remote, &edges, k, &params, &plan, progress);
                 (remote.dispatcher, grown)
             })
             .await
             .map_err(|e| DriverError::Internal(format!("training thread: {e}")))?;
-            let (tree, stats) = grown?;
-            let growth = growth_report(&stats, &tree);
-            (dispatcher, Some(tree), Some(growth), None)
+            let (trees, stats) = grown?;
+            let growth = growth_report(&stats, &trees);
+            (dispatcher, Some(trained(exp, trees)?), Some(growth), None)
         }
         Mode::Ensemble => {
             let trees = crate::ensemble::train(&mut dispatcher, &exp.tree).await?;
@@ -189,16 +244,22 @@ pub async fn run_distributed(
     metrics.phase("train", train_seconds);
 
     let evaluating = Instant::now();
-    let (confusion, ensemble_json) = match (&tree, ensemble) {
-        (Some(tree), _) => (dispatcher.evaluate(tree).await?, None),
-        (None, Some(trees)) => (crate::ensemble::evaluate(&mut dispatcher, &trees).await?, Some(crate::ensemble::model_values(&trees)?)),
-        (None, None) => return Err(DriverError::Internal("no model trained".into())),
+    let (confusion, model) = match (model, ensemble) {
+        (Some(Trained::Tree(tree)), _) => (dispatcher.evaluate(Model::Tree(&tree)).await?, Trained::Tree(tree)),
+        (Some(Trained::Forest(trees)), _) => {
+            let forest = Forest { trees };
+            (dispatcher.evaluate(Model::Forest(&forest)).await?, Trained::Forest(forest.trees))
+        }
+        (_, Some(trees)) => {
+            (crate::ensemble::evaluate(&mut dispatcher, &trees).await?, Trained::Ensemble(crate::ensemble::model_values(&trees)?))
+        }
+        _ => return Err(DriverError::Internal("no model trained".into())),
     };
     let eval_seconds = evaluating.elapsed().as_secs_f64();
     metrics.phase("evaluate", eval_seconds);
 
     let executor_stats = dispatcher.end().await;
-    let mut result = empty_result(count.unwrap_or(started_with), exp.mode, model_file(&prepared, exp, tree, ensemble_json), k);
+    let mut result = empty_result(count.unwrap_or(started_with), exp.mode, model_file(&prepared, exp, model), k);
     result.timings = RunTimings { connect_seconds, ship_seconds, train_seconds, eval_seconds, total_seconds: 0.0 };
     result.metrics = ClassificationMetrics::from_confusion(&confusion);
     result.confusion = confusion;

@@ -23,7 +23,7 @@ const CORPUS: &[(&str, &str)] = &[
     ("class-out-of-range.json", "model file '{path}' is invalid: tree is malformed: node 3 predicts class 7 of 4"),
     ("tree-claims-more-classes.json", "model file '{path}' is invalid: the tree has 8 classes but the model has 4"),
     ("child-out-of-range.json", "model file '{path}' is invalid: tree is malformed: node 0 has child 99 out of order or range"),
-    ("unknown-format-version.json", "model file '{path}' is invalid: format canopy-model v2, expected canopy-model v1"),
+    ("unknown-format-version.json", "model file '{path}' is invalid: format canopy-model v3, expected canopy-model v1 to v2"),
     (
         "ensemble-feature-out-of-range.json",
         "model file '{path}' is invalid: ensemble tree 0: node 0 splits on feature 5 but the model has 2 features",

@@ -15,8 +15,8 @@ use arrow_flight::{
     HandshakeResponse as FlightHandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
 use canopy_proto::v1::{self, executor_server::Executor};
-use canopy_proto::{PROTOCOL_VERSION, edges_from_wire, impurity_from_wire, partitions_from_wire, tree_from_wire};
-use canopy_tree::{ConfusionMatrix, PartitionId, Role, SplitDecision, StatsSource};
+use canopy_proto::{PROTOCOL_VERSION, edges_from_wire, forest_from_wire, impurity_from_wire, partitions_from_wire, tree_from_wire};
+use canopy_tree::{ConfusionMatrix, Model, PartitionId, Role, SplitDecision, StatsSource};
 use futures::stream::{self, BoxStream};
 use futures::{StreamExt, TryStreamExt};
 use prost::Message;
@@ -256,12 +256,12 @@ impl Executor for ExecutorService {
     #[instrument(skip_all, fields(executor = %self.inner.executor_id, job = %request.get_ref().job_id))]
     async fn begin_job(&self, request: Request<v1::BeginJobRequest>) -> Result<Response<v1::BeginJobResponse>, Status> {
         let r = request.into_inner();
-        let ensemble = crate::validate::begin_job(&r)?;
+        let kind = crate::validate::begin_job(&r)?;
         let num_classes = r.num_classes as usize;
         if self.inner.decommissioning.load(Ordering::Relaxed) {
             return Err(ExecutorError::Decommissioning.into());
         }
-        let job = Job::new(r.job_id.clone(), edges_from_wire(&r.features), num_classes, ensemble);
+        let job = Job::new(r.job_id.clone(), edges_from_wire(&r.features), num_classes, kind);
         let mut guard = self.inner.lock_job()?;
         if guard.is_some() {
             return Err(ExecutorError::Busy.into());
@@ -311,8 +311,15 @@ impl Executor for ExecutorService {
         let r = request.into_inner();
         let partitions = named(&r.partitions)?;
         self.answer(r.job_id, "evaluate", "evaluate", move |job| {
-            let tree = tree_from_wire(&r.nodes, job.edges.num_features(), job.num_classes)?;
-            Ok(confusion_response(job.stats.confusion_of(&partitions, &tree)?))
+            let (features, classes) = (job.edges.num_features(), job.num_classes);
+            let confusion = match (job.forest_trees, r.forest.is_empty()) {
+                (None, true) => job.stats.confusion_of(&partitions, Model::Tree(&tree_from_wire(&r.nodes, features, classes)?))?,
+                (Some(_), false) if r.nodes.is_empty() => {
+                    job.stats.confusion_of(&partitions, Model::Forest(&forest_from_wire(&r.forest, features, classes)?))?
+                }
+                _ => return Err(ExecutorError::InvalidRequest("a forest job evaluates a forest, other jobs a single tree".into())),
+            };
+            Ok(confusion_response(confusion))
         })
         .await
     }

@@ -9,6 +9,7 @@ use canopy_proto::partition::{Decoded, decode};
 use canopy_tree::{BinEdges, HistogramLayout, LocalStats, PartitionId};
 
 use crate::ExecutorError;
+use crate::validate::JobKind;
 use crate::ensemble::EnsembleRows;
 
 pub struct Job {
@@ -19,6 +20,8 @@ pub struct Job {
     pub stats: LocalStats,
     /// Raw values, in ensemble mode only.
     pub ensemble: Option<EnsembleRows>,
+    /// A forest's number of trees; `None` in exact and ensemble mode.
+    pub forest_trees: Option<u32>,
     pub counters: JobCounters,
 }
 
@@ -44,14 +47,19 @@ impl JobCounters {
 }
 
 impl Job {
-    pub fn new(id: String, edges: BinEdges, num_classes: usize, ensemble: bool) -> Self {
+    pub fn new(id: String, edges: BinEdges, num_classes: usize, kind: JobKind) -> Self {
         let layout = HistogramLayout::new(&edges, num_classes);
+        let (stats, forest_trees) = match &kind {
+            JobKind::Forest(plan) => (LocalStats::for_plan(layout, plan), Some(plan.num_trees)),
+            JobKind::Exact | JobKind::Ensemble => (LocalStats::new(layout), None),
+        };
         Job {
             id,
             edges,
             num_classes,
-            stats: LocalStats::new(layout),
-            ensemble: ensemble.then(EnsembleRows::default),
+            stats,
+            ensemble: (kind == JobKind::Ensemble).then(EnsembleRows::default),
+            forest_trees,
             counters: JobCounters::default(),
         }
     }
@@ -91,12 +99,14 @@ impl Job {
     }
 
     /// Bytes a row takes on the wire and once held (bins, label, row index; raw values too in
-    /// ensemble mode), for the memory budget.
+    /// ensemble mode; in a forest its number, and a row index and weight per tree), for the
+    /// memory budget.
     pub fn bytes_per_row(&self) -> (u64, u64) {
         let features = self.edges.num_features() as u64;
-        match self.ensemble {
-            Some(_) => (8 * features + 1, 9 * features + 6),
-            None => (features + 1, features + 5),
+        match (&self.ensemble, self.forest_trees) {
+            (Some(_), _) => (8 * features + 1, 9 * features + 6),
+            (None, Some(trees)) => (features + 9, features + 9 + 5 * u64::from(trees)),
+            (None, None) => (features + 1, features + 5),
         }
     }
 

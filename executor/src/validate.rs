@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use canopy_proto::v1;
 use canopy_proto::{MAX_BINS, MAX_CLASSES, MAX_FEATURES, MAX_HISTOGRAM_ANSWER_BYTES, MAX_NAME_BYTES, MAX_NODE_HISTOGRAM_BYTES};
-use canopy_tree::NodeId;
+use canopy_tree::{ForestPlan, NodeId};
 
 use crate::ExecutorError;
 
@@ -13,13 +13,27 @@ fn invalid(message: String) -> ExecutorError {
     ExecutorError::InvalidRequest(message)
 }
 
-/// A BeginJob's shape: mode, id, classes, features (unique names, at most 255 finite increasing
-/// thresholds each), and one node's histogram within [`MAX_NODE_HISTOGRAM_BYTES`]. Returns
-/// whether the job is in ensemble mode.
-pub fn begin_job(r: &v1::BeginJobRequest) -> Result<bool, ExecutorError> {
-    let ensemble = match v1::JobMode::try_from(r.mode) {
-        Ok(v1::JobMode::Exact) => false,
-        Ok(v1::JobMode::Ensemble) => true,
+/// What a job trains.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobKind {
+    Exact,
+    Ensemble,
+    /// The forest's trees and row sampler (checked).
+    Forest(ForestPlan),
+}
+
+/// A BeginJob's shape: mode (and a forest's sampling, in forest mode only), id, classes,
+/// features (unique names, at most 255 finite increasing thresholds each), and one node's
+/// histogram within [`MAX_NODE_HISTOGRAM_BYTES`].
+pub fn begin_job(r: &v1::BeginJobRequest) -> Result<JobKind, ExecutorError> {
+    let kind = match (v1::JobMode::try_from(r.mode), &r.forest) {
+        (Ok(v1::JobMode::Exact), None) => JobKind::Exact,
+        (Ok(v1::JobMode::Ensemble), None) => JobKind::Ensemble,
+        (Ok(v1::JobMode::Forest), Some(sampling)) => JobKind::Forest(
+            canopy_proto::forest_plan_from_wire(sampling, r.features.len()).map_err(|e| invalid(format!("forest sampling: {e}")))?,
+        ),
+        (Ok(v1::JobMode::Forest), None) => return Err(invalid("forest mode needs the forest's sampling".into())),
+        (Ok(v1::JobMode::Exact | v1::JobMode::Ensemble), Some(_)) => return Err(invalid("forest sampling outside forest mode".into())),
         _ => return Err(invalid(format!("unknown job mode {}", r.mode))),
     };
     if r.job_id.is_empty() || r.job_id.len() > MAX_NAME_BYTES {
@@ -59,7 +73,7 @@ pub fn begin_job(r: &v1::BeginJobRequest) -> Result<bool, ExecutorError> {
              {MAX_NODE_HISTOGRAM_BYTES}"
         )));
     }
-    Ok(ensemble)
+    Ok(kind)
 }
 
 /// A BuildHistograms' nodes: distinct, and their answer within [`MAX_HISTOGRAM_ANSWER_BYTES`].
@@ -88,7 +102,7 @@ mod tests {
     }
 
     fn job(features: Vec<v1::FeatureBins>, num_classes: u32) -> v1::BeginJobRequest {
-        v1::BeginJobRequest { job_id: "job".into(), features, num_classes, mode: v1::JobMode::Exact as i32 }
+        v1::BeginJobRequest { job_id: "job".into(), features, num_classes, mode: v1::JobMode::Exact as i32, forest: None }
     }
 
     fn refused(r: &v1::BeginJobRequest) -> String {
@@ -97,7 +111,7 @@ mod tests {
 
     #[test]
     fn begin_job_refuses_what_would_cost_too_much_or_make_no_sense() {
-        assert_eq!(begin_job(&job(vec![feature("x", vec![0.5])], 3)).ok(), Some(false));
+        assert_eq!(begin_job(&job(vec![feature("x", vec![0.5])], 3)).ok(), Some(JobKind::Exact));
         assert_eq!(refused(&job(vec![], 3)), "invalid request: a job needs 1 to 1024 features, got 0");
         let many = (0..1025).map(|i| feature(&format!("f{i}"), vec![])).collect();
         assert_eq!(refused(&job(many, 3)), "invalid request: a job needs 1 to 1024 features, got 1025");
@@ -118,6 +132,17 @@ mod tests {
         assert_eq!(refused(&empty_id), "invalid request: job_id must be 1 to 256 bytes, got 0");
         let no_mode = v1::BeginJobRequest { mode: 0, ..job(vec![feature("x", vec![])], 2) };
         assert_eq!(refused(&no_mode), "invalid request: unknown job mode 0");
+        let sampling = v1::ForestSampling { num_trees: 20, seed: 1, subsampling_rate: 1.0, bootstrap: true };
+        let forest = v1::BeginJobRequest { mode: v1::JobMode::Forest as i32, forest: Some(sampling), ..job(vec![feature("x", vec![])], 2) };
+        assert!(matches!(begin_job(&forest), Ok(JobKind::Forest(plan)) if plan.num_trees == 20));
+        let no_sampling = v1::BeginJobRequest { forest: None, ..forest.clone() };
+        assert_eq!(refused(&no_sampling), "invalid request: forest mode needs the forest's sampling");
+        let exact_with_sampling = v1::BeginJobRequest { mode: v1::JobMode::Exact as i32, ..forest.clone() };
+        assert_eq!(refused(&exact_with_sampling), "invalid request: forest sampling outside forest mode");
+        let too_many = v1::BeginJobRequest { forest: Some(v1::ForestSampling { num_trees: 1001, ..sampling }), ..forest.clone() };
+        assert_eq!(refused(&too_many), "invalid request: forest sampling: invalid tree: num_trees must be between 1 and 1000, got 1001");
+        let bad_rate = v1::BeginJobRequest { forest: Some(v1::ForestSampling { subsampling_rate: f64::NAN, ..sampling }), ..forest };
+        assert_eq!(refused(&bad_rate), "invalid request: forest sampling: invalid tree: subsampling_rate must be in (0, 1], got NaN");
     }
 
     #[test]
@@ -138,7 +163,8 @@ mod tests {
         /// histogram fits the limit.
         #[test]
         fn begin_job_never_panics(
-            mode in -2i32..4,
+            mode in -2i32..5,
+            forest in prop::option::of((any::<u32>(), any::<u64>(), any::<f64>(), any::<bool>())),
             job_id in ".{0,3}",
             num_classes in any::<u32>(),
             features in prop::collection::vec(("[a-c]{0,2}", prop::collection::vec(any::<f64>(), 0..300)), 0..6),
@@ -148,6 +174,7 @@ mod tests {
                 num_classes,
                 mode,
                 features: features.into_iter().map(|(name, thresholds)| v1::FeatureBins { name, thresholds }).collect(),
+                forest: forest.map(|(num_trees, seed, subsampling_rate, bootstrap)| v1::ForestSampling { num_trees, seed, subsampling_rate, bootstrap }),
             };
             if begin_job(&r).is_ok() {
                 let bins: usize = r.features.iter().map(|f| f.thresholds.len() + 1).sum();

@@ -6,7 +6,8 @@ pub mod partition;
 use std::fmt;
 
 use canopy_tree::model::Split;
-use canopy_tree::{BinEdges, FeatureBins, Impurity, Node, NodeId, PartitionId, Role, SplitDecision, Tree};
+use canopy_tree::forest::MAX_TREES;
+use canopy_tree::{BinEdges, FeatureBins, Forest, ForestPlan, Impurity, Node, NodeId, PartitionId, Role, RowSampler, SplitDecision, Tree};
 use thiserror::Error;
 
 #[allow(clippy::all, clippy::unwrap_used)]
@@ -15,7 +16,7 @@ pub mod v1 {
 }
 
 /// Bumped on any incompatible change of the contract; checked at the first contact.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 // Limits: every request an executor takes is checked against these before it allocates
 // (docs/security.md lists them). Both sides use them: the driver sizes its requests to fit.
@@ -172,8 +173,9 @@ pub fn edges_from_wire(features: &[v1::FeatureBins]) -> BinEdges {
     BinEdges { features: features.iter().map(|f| FeatureBins { name: f.name.clone(), thresholds: f.thresholds.clone() }).collect() }
 }
 
-/// The routing part of a tree: what an executor needs to predict binned rows.
-pub fn tree_to_wire(tree: &Tree) -> Vec<v1::TreeNode> {
+/// The routing part of a tree: what an executor needs to predict binned rows; with
+/// `leaf_counts`, also the leaves' class counts (a forest sums their distributions).
+pub fn tree_to_wire(tree: &Tree, leaf_counts: bool) -> Vec<v1::TreeNode> {
     tree.nodes
         .iter()
         .map(|n| v1::TreeNode {
@@ -184,11 +186,13 @@ pub fn tree_to_wire(tree: &Tree) -> Vec<v1::TreeNode> {
                 left: s.left.0,
                 right: s.right.0,
             }),
+            class_counts: if leaf_counts && n.split.is_none() { n.class_counts.clone() } else { Vec::new() },
         })
         .collect()
 }
 
-/// Rebuilds a routing-only tree (no counts, no raw thresholds) and checks its shape.
+/// Rebuilds a routing-only tree (no raw thresholds; class counts where sent) and checks its
+/// shape.
 pub fn tree_from_wire(nodes: &[v1::TreeNode], num_features: usize, num_classes: usize) -> Result<Tree, WireError> {
     let nodes = nodes
         .iter()
@@ -209,7 +213,11 @@ pub fn tree_from_wire(nodes: &[v1::TreeNode], num_features: usize, num_classes: 
                 })
                 .transpose()?;
             let id = u32::try_from(i).map_err(|_| WireError::OutOfRange { field: "nodes", value: i as u64, target: "u32" })?;
-            Ok(Node { id: NodeId(id), depth: 0, class_counts: Vec::new(), impurity: 0.0, prediction: n.prediction, split })
+            if !n.class_counts.is_empty() && n.class_counts.len() != num_classes {
+                return Err(WireError::TooMany { field: "class_counts", found: n.class_counts.len(), max: num_classes });
+            }
+            let class_counts = n.class_counts.clone();
+            Ok(Node { id: NodeId(id), depth: 0, class_counts, impurity: 0.0, prediction: n.prediction, split })
         })
         .collect::<Result<Vec<_>, WireError>>()?;
     let tree = Tree {
@@ -219,6 +227,40 @@ pub fn tree_from_wire(nodes: &[v1::TreeNode], num_features: usize, num_classes: 
     };
     tree.validate()?;
     Ok(tree)
+}
+
+pub fn forest_to_wire(forest: &Forest) -> Vec<v1::ForestTree> {
+    forest.trees.iter().map(|t| v1::ForestTree { nodes: tree_to_wire(t, true) }).collect()
+}
+
+/// Rebuilds a forest for scoring and checks it: shapes, and a class distribution at every leaf.
+pub fn forest_from_wire(trees: &[v1::ForestTree], num_features: usize, num_classes: usize) -> Result<Forest, WireError> {
+    if trees.len() > MAX_TREES as usize {
+        return Err(WireError::TooMany { field: "forest", found: trees.len(), max: MAX_TREES as usize });
+    }
+    let trees = trees.iter().map(|t| tree_from_wire(&t.nodes, num_features, num_classes)).collect::<Result<Vec<_>, _>>()?;
+    let forest = Forest { trees };
+    forest.validate(num_features, num_classes)?;
+    Ok(forest)
+}
+
+/// A forest's sampling for BeginJob; `None` for a single tree on every row.
+pub fn forest_plan_to_wire(plan: &ForestPlan) -> Option<v1::ForestSampling> {
+    plan.sampler.as_ref().map(|sampler| v1::ForestSampling {
+        num_trees: plan.num_trees,
+        seed: sampler.seed(),
+        subsampling_rate: sampler.rate(),
+        bootstrap: sampler.bootstrap(),
+    })
+}
+
+/// What an executor needs of a forest's plan: its trees and its row sampler, checked.
+pub fn forest_plan_from_wire(sampling: &v1::ForestSampling, num_features: usize) -> Result<ForestPlan, WireError> {
+    if !(1..=MAX_TREES).contains(&sampling.num_trees) {
+        return Err(WireError::Tree(canopy_tree::TreeError::InvalidNumTrees { max: MAX_TREES, found: sampling.num_trees }));
+    }
+    let sampler = RowSampler::new(sampling.seed, sampling.subsampling_rate, sampling.bootstrap)?;
+    Ok(ForestPlan { num_trees: sampling.num_trees, features_per_node: num_features, seed: sampling.seed, sampler: Some(sampler) })
 }
 
 #[cfg(test)]
@@ -243,13 +285,26 @@ mod tests {
     #[test]
     fn routing_tree_round_trips() {
         let wire = vec![
-            v1::TreeNode { prediction: 0, split: Some(v1::NodeSplit { feature: 1, threshold_bin: 3, left: 1, right: 2 }) },
-            v1::TreeNode { prediction: 0, split: None },
-            v1::TreeNode { prediction: 1, split: None },
+            v1::TreeNode { prediction: 0, split: Some(v1::NodeSplit { feature: 1, threshold_bin: 3, left: 1, right: 2 }), class_counts: vec![] },
+            v1::TreeNode { prediction: 0, split: None, class_counts: vec![3, 1] },
+            v1::TreeNode { prediction: 1, split: None, class_counts: vec![1, 5] },
         ];
         let tree = tree_from_wire(&wire, 2, 2).expect("valid");
         assert_eq!(tree.predict_binned(|_| 4), 1);
-        assert_eq!(tree_to_wire(&tree), wire);
+        assert_eq!(tree_to_wire(&tree, true), wire);
+        assert!(tree_to_wire(&tree, false).iter().all(|n| n.class_counts.is_empty()), "a single tree sends no counts");
         assert!(tree_from_wire(&wire[..1], 2, 2).is_err(), "children out of range");
+        let forest = forest_from_wire(&[v1::ForestTree { nodes: wire.clone() }], 2, 2).expect("valid");
+        assert_eq!(forest_to_wire(&forest), vec![v1::ForestTree { nodes: wire.clone() }]);
+        let mut no_counts = wire.clone();
+        no_counts[2].class_counts.clear();
+        assert!(matches!(forest_from_wire(&[v1::ForestTree { nodes: no_counts }], 2, 2), Err(WireError::Tree(_))), "a forest leaf needs counts");
+        let mut wrong = wire;
+        wrong[1].class_counts.push(0);
+        assert_eq!(tree_from_wire(&wrong, 2, 2), Err(WireError::TooMany { field: "class_counts", found: 3, max: 2 }));
+        let sampling = v1::ForestSampling { num_trees: 0, seed: 1, subsampling_rate: 1.0, bootstrap: true };
+        assert!(forest_plan_from_wire(&sampling, 9).is_err());
+        let sampling = v1::ForestSampling { num_trees: 3, subsampling_rate: 1.5, ..sampling };
+        assert!(forest_plan_from_wire(&sampling, 9).is_err());
     }
 }

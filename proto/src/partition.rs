@@ -1,21 +1,24 @@
 //! The partition format: how a partition's rows travel from the driver to an executor as Arrow
 //! record batches (Arrow Flight DoPut), and how both sides read them back. One column per
 //! feature, named as in the job's bin edges: UInt8 bins (exact mode: the driver binned them) or
-//! Float64 values (ensemble mode, whose linfa trees need raw values); then the UInt8 "label".
+//! Float64 values (ensemble mode, whose linfa trees need raw values); then the UInt8 "label";
+//! then, for a forest's training partitions, the UInt64 "row": each row's number in the input.
 //! The in-process learner decodes its partitions with the same function as the executors.
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, Float64Array, RecordBatch, UInt8Array};
+use arrow::array::{Array, ArrayRef, Float64Array, RecordBatch, UInt8Array, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use canopy_tree::{BinEdges, BinnedPartition, TreeError};
 use thiserror::Error;
 
-/// Most columns of a partition: the features and the label.
-const MAX_COLUMNS: usize = crate::MAX_FEATURES + 1;
+/// Most columns of a partition: the features, the label and the row number.
+const MAX_COLUMNS: usize = crate::MAX_FEATURES + 2;
 
 /// The label column's name.
 pub const LABEL: &str = "label";
+/// The row-number column's name (forest mode: row numbers seed the bootstrap weights).
+pub const ROW: &str = "row";
 
 #[derive(Debug, Error, PartialEq)]
 pub enum PartitionFormatError {
@@ -57,10 +60,10 @@ pub fn check_ipc_message(header: &[u8], body_len: usize) -> Result<(), Partition
             return bad(format!("a schema needs 1 to {MAX_COLUMNS} little-endian columns"));
         };
         for field in fields {
-            let supported = field.type_as_int().is_some_and(|t| t.bitWidth() == 8 && !t.is_signed())
+            let supported = field.type_as_int().is_some_and(|t| matches!(t.bitWidth(), 8 | 64) && !t.is_signed())
                 || field.type_as_floating_point().is_some_and(|t| t.precision() == arrow::ipc::Precision::DOUBLE);
             if !supported || field.dictionary().is_some() || field.children().is_some_and(|c| !c.is_empty()) {
-                return bad(format!("column '{}' is not UInt8 or Float64", field.name().unwrap_or_default()));
+                return bad(format!("column '{}' is not UInt8, UInt64 or Float64", field.name().unwrap_or_default()));
             }
         }
         return Ok(());
@@ -104,19 +107,25 @@ impl FeatureColumns {
     }
 }
 
-/// The schema of partitions: UInt8 bins or Float64 values per feature, then the UInt8 label.
-pub fn schema(feature_names: &[String], binned: bool) -> SchemaRef {
+/// The schema of partitions: UInt8 bins or Float64 values per feature, the UInt8 label, and
+/// with `row_numbers` the UInt64 row number.
+pub fn schema(feature_names: &[String], binned: bool, row_numbers: bool) -> SchemaRef {
     let feature_type = if binned { DataType::UInt8 } else { DataType::Float64 };
     let mut fields: Vec<Field> = feature_names.iter().map(|n| Field::new(n, feature_type.clone(), false)).collect();
     fields.push(Field::new(LABEL, DataType::UInt8, false));
+    if row_numbers {
+        fields.push(Field::new(ROW, DataType::UInt64, false));
+    }
     Arc::new(Schema::new(fields))
 }
 
-/// One partition's batch: the rows `rows` (indexes into `columns` and `labels`).
+/// One partition's batch: the rows `rows` (indexes into `columns` and `labels`), with their
+/// numbers from `row_numbers` when given.
 pub fn encode(
     feature_names: &[String],
     columns: &FeatureColumns,
     labels: &[u8],
+    row_numbers: Option<&[u64]>,
     rows: &[u32],
 ) -> Result<RecordBatch, PartitionFormatError> {
     let pick = |r: &u32| *r as usize;
@@ -129,7 +138,11 @@ pub fn encode(
         }
     };
     arrays.push(Arc::new(UInt8Array::from_iter_values(rows.iter().map(|r| labels[pick(r)]))));
-    RecordBatch::try_new(schema(feature_names, columns.is_binned()), arrays).map_err(|e| PartitionFormatError::Arrow(e.to_string()))
+    if let Some(numbers) = row_numbers {
+        arrays.push(Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| numbers[pick(r)]))));
+    }
+    RecordBatch::try_new(schema(feature_names, columns.is_binned(), row_numbers.is_some()), arrays)
+        .map_err(|e| PartitionFormatError::Arrow(e.to_string()))
 }
 
 /// Raw feature values of a partition, kept only in ensemble mode (linfa fits on raw values).
@@ -163,8 +176,21 @@ fn typed<'a, T: 'static>(col: &'a ArrayRef, name: &str, expected: &'static str) 
 }
 
 /// Decodes one partition's batches against the job's edges; `keep_raw` also returns row-major
-/// raw values (ensemble mode). Every bin and label is checked.
+/// raw values (ensemble mode). Every bin and label is checked; row numbers are kept when the
+/// batches carry them.
 pub fn decode(batches: &[RecordBatch], edges: &BinEdges, num_classes: usize, keep_raw: bool) -> Result<Decoded, PartitionFormatError> {
+    let mut decoded = decode_rows(batches, edges, num_classes, keep_raw)?;
+    if batches.first().is_some_and(|b| b.column_by_name(ROW).is_some()) {
+        let mut numbers = Vec::with_capacity(decoded.binned.num_rows());
+        for batch in batches {
+            numbers.extend_from_slice(typed::<UInt64Array>(column(batch, ROW)?, ROW, "UInt64")?.values());
+        }
+        decoded.binned = decoded.binned.with_row_numbers(numbers)?;
+    }
+    Ok(decoded)
+}
+
+fn decode_rows(batches: &[RecordBatch], edges: &BinEdges, num_classes: usize, keep_raw: bool) -> Result<Decoded, PartitionFormatError> {
     let names: Vec<&str> = edges.features.iter().map(|f| f.name.as_str()).collect();
     let mut labels = Vec::new();
     for batch in batches {
@@ -216,21 +242,37 @@ mod tests {
     fn binned_and_raw_partitions_round_trip() {
         let names = vec!["x".to_string()];
         let labels = [1, 0, 1];
-        let raw = encode(&names, &FeatureColumns::Raw(vec![vec![2.0, 0.0, 1.0]]), &labels, &[2, 0]).expect("encodes");
+        let raw = encode(&names, &FeatureColumns::Raw(vec![vec![2.0, 0.0, 1.0]]), &labels, None, &[2, 0]).expect("encodes");
         let decoded = decode(&[raw], &edges(), 2, true).expect("decodes");
         assert_eq!(decoded.raw, Some(RawRows { values: vec![1.0, 2.0], labels: vec![1, 1] }));
-        let binned = encode(&names, &FeatureColumns::Binned(vec![vec![2, 0, 1]]), &labels, &[0, 1, 2]).expect("encodes");
+        let binned = encode(&names, &FeatureColumns::Binned(vec![vec![2, 0, 1]]), &labels, None, &[0, 1, 2]).expect("encodes");
         assert_eq!(decode(std::slice::from_ref(&binned), &edges(), 2, false).expect("decodes").binned.num_rows(), 3);
         assert_eq!(decode(&[binned], &edges(), 2, true).err(), Some(PartitionFormatError::BinsWithoutValues));
     }
 
     #[test]
+    fn row_numbers_travel_with_forest_partitions() {
+        let names = vec!["x".to_string()];
+        let columns = FeatureColumns::Binned(vec![vec![2, 0, 1]]);
+        let batch = encode(&names, &columns, &[1, 0, 1], Some(&[10, 20, 30]), &[2, 0]).expect("encodes");
+        assert_eq!(batch.schema().field(2).name(), ROW);
+        let plan = canopy_tree::ForestParams { num_trees: 2, ..Default::default() }.plan(1, 1).expect("valid");
+        let mut stats = canopy_tree::LocalStats::for_plan(canopy_tree::HistogramLayout::new(&edges(), 2), &plan);
+        let decoded = decode(&[batch], &edges(), 2, false).expect("decodes");
+        assert_eq!(stats.insert(canopy_tree::PartitionId::train(0), decoded.binned), Ok(()), "row numbers arrived");
+        let without = encode(&names, &columns, &[1, 0, 1], None, &[2, 0]).expect("encodes");
+        let decoded = decode(&[without], &edges(), 2, false).expect("decodes");
+        let refused = stats.insert(canopy_tree::PartitionId::train(1), decoded.binned);
+        assert_eq!(refused, Err(TreeError::MissingRowNumbers));
+    }
+
+    #[test]
     fn wrong_batches_are_named() {
         let other = vec!["y".to_string()];
-        let batch = encode(&other, &FeatureColumns::Binned(vec![vec![0]]), &[0], &[0]).expect("encodes");
+        let batch = encode(&other, &FeatureColumns::Binned(vec![vec![0]]), &[0], None, &[0]).expect("encodes");
         assert_eq!(decode(&[batch], &edges(), 2, false).err(), Some(PartitionFormatError::MissingColumn { column: "x".into() }));
         let names = vec!["x".to_string()];
-        let batch = encode(&names, &FeatureColumns::Binned(vec![vec![3]]), &[0], &[0]).expect("encodes");
+        let batch = encode(&names, &FeatureColumns::Binned(vec![vec![3]]), &[0], None, &[0]).expect("encodes");
         assert!(matches!(decode(&[batch], &edges(), 2, false), Err(PartitionFormatError::Rows(TreeError::BinOutOfRange { bin: 3, .. }))));
     }
 }

@@ -83,7 +83,8 @@ impl Forest {
                 )));
             }
             tree.validate().map_err(|e| bad(e.to_string()))?;
-            if let Some(node) = tree.nodes.iter().find(|n| n.class_counts.len() != num_classes || n.count() == 0) {
+            let mut leaves = tree.nodes.iter().filter(|n| n.split.is_none());
+            if let Some(node) = leaves.find(|n| n.class_counts.len() != num_classes || n.count() == 0) {
                 return Err(bad(format!("node {} has no class distribution over {num_classes} classes", node.id)));
             }
         }

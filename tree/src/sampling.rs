@@ -157,6 +157,16 @@ impl RowSampler {
         Ok(RowSampler { seed, rate, bootstrap, cdf })
     }
 
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+    pub fn rate(&self) -> f64 {
+        self.rate
+    }
+    pub fn bootstrap(&self) -> bool {
+        self.bootstrap
+    }
+
     /// Weight of row `row` (its 1-based number in the input) in tree `tree`.
     pub fn weight(&self, tree: u32, row: u64) -> u32 {
         if !self.bootstrap && self.rate >= 1.0 {

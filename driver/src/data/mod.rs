@@ -53,7 +53,7 @@ impl Prepared {
 pub async fn prepare(exp: &ValidExperiment) -> Result<Prepared> {
     let started = Instant::now();
     let step = |name: &str| tracing::debug!(step = name, seconds = started.elapsed().as_secs_f64(), "prepare");
-    let loaded = features::load(&exp.data, &exp.features, true).await?;
+    let mut loaded = features::load(&exp.data, &exp.features, true).await?;
     step("loaded");
     if loaded.rows() == 0 {
         return Err(DriverError::EmptyDataset { path: exp.data.clone(), stage: "after dropping rows with a null label" });
@@ -79,6 +79,9 @@ pub async fn prepare(exp: &ValidExperiment) -> Result<Prepared> {
         train: count(&train_rows),
         test: count(&test_rows),
     };
+    // A forest's training rows carry their numbers in the file, which seed their bootstrap
+    // weights wherever they are held.
+    let row_numbers = (exp.mode == Mode::Forest).then(|| std::mem::take(&mut loaded.row_numbers));
     // The text columns are not needed any more; free them before the binned copy is made.
     drop(loaded);
     if rows.train == 0 || rows.test == 0 {
@@ -88,18 +91,18 @@ pub async fn prepare(exp: &ValidExperiment) -> Result<Prepared> {
     step("split");
     let edges = bin_edges(&feature_names, &columns, &train_rows, exp.tree.max_bins)?;
     step("edges");
-    // Exact mode ships bins (one byte a value) and executors never see raw values; the
-    // ensemble's linfa trees need the raw values.
+    // Exact and forest modes ship bins (one byte a value) and executors never see raw values;
+    // the ensemble's linfa trees need the raw values.
     let columns = match exp.mode {
-        Mode::Exact => FeatureColumns::Binned(bin_columns(columns, &edges)),
+        Mode::Exact | Mode::Forest => FeatureColumns::Binned(bin_columns(columns, &edges)),
         Mode::Ensemble => FeatureColumns::Raw(columns),
     };
-    let batch = |rows: &Vec<u32>| -> Result<RecordBatch> {
-        encode(&feature_names, &columns, &labels, rows).map_err(|e| DriverError::Internal(e.to_string()))
+    let batch = |rows: &Vec<u32>, row_numbers: Option<&[u64]>| -> Result<RecordBatch> {
+        encode(&feature_names, &columns, &labels, row_numbers, rows).map_err(|e| DriverError::Internal(e.to_string()))
     };
     step("binned");
-    let train = train_rows.iter().map(batch).collect::<Result<Vec<_>>>()?;
-    let test = test_rows.iter().map(batch).collect::<Result<Vec<_>>>()?;
+    let train = train_rows.iter().map(|rows| batch(rows, row_numbers.as_deref())).collect::<Result<Vec<_>>>()?;
+    let test = test_rows.iter().map(|rows| batch(rows, None)).collect::<Result<Vec<_>>>()?;
     step("partitioned");
     Ok(Prepared {
         source: exp.data.clone(),
