@@ -138,10 +138,11 @@ fn merge_and_split_search(c: &mut Criterion) {
         })
     });
     let params = TreeParams::default().check().unwrap();
+    let features: Vec<usize> = (0..layout.num_features()).collect();
     group.bench_function("split_search_64_nodes", |b| {
         b.iter(|| {
             for _ in 0..64 {
-                black_box(best_split(black_box(&hist), &layout, &counts, &params));
+                black_box(best_split(black_box(&hist), &layout, &counts, &params, &features));
             }
         })
     });

@@ -26,7 +26,9 @@ use canopy_proto::{
     ExecutorId, FLIGHT_CHUNK_BYTES, MAX_REQUEST_BYTES, edges_to_wire, forest_plan_to_wire, forest_to_wire, partitions_to_wire, tree_to_wire,
 };
 use canopy_runtime::security::AuthChannel;
-use canopy_tree::{ConfusionMatrix, ForestPlan, HistogramLayout, Model, NodeHistogram, NodeId, PartitionId, Role, SplitDecision, StatsSource};
+use canopy_tree::{
+    ConfusionMatrix, ForestPlan, HistogramLayout, Model, NodeHistogram, NodeId, PartitionId, Role, SplitDecision, StatsSource,
+};
 use futures::{StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::{Code, Status};
@@ -707,8 +709,12 @@ impl Dispatcher {
     /// Scores the test partitions with a tree or a forest, sent whole in each request.
     pub async fn evaluate(&mut self, model: Model<'_>) -> Result<ConfusionMatrix> {
         let template = match model {
-            Model::Tree(tree) => v1::EvaluateRequest { job_id: self.job_id.clone(), nodes: tree_to_wire(tree, false), ..Default::default() },
-            Model::Forest(forest) => v1::EvaluateRequest { job_id: self.job_id.clone(), forest: forest_to_wire(forest), ..Default::default() },
+            Model::Tree(tree) => {
+                v1::EvaluateRequest { job_id: self.job_id.clone(), nodes: tree_to_wire(tree, false), ..Default::default() }
+            }
+            Model::Forest(forest) => {
+                v1::EvaluateRequest { job_id: self.job_id.clone(), forest: forest_to_wire(forest), ..Default::default() }
+            }
         };
         // Executors refuse requests above MAX_REQUEST_BYTES; say so here, with the model's size.
         let partitions_room = 2 * canopy_proto::MAX_PARTITIONS * 8;

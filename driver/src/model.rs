@@ -85,10 +85,7 @@ impl ModelFile {
     /// Checks the model; returns the ensemble's trees, parsed (empty for a single tree).
     fn check(&self) -> std::result::Result<Vec<DecisionTree<f64, usize>>, String> {
         if self.format != MODEL_FORMAT || !(1..=MODEL_FORMAT_VERSION).contains(&self.format_version) {
-            return Err(format!(
-                "format {} v{}, expected {MODEL_FORMAT} v1 to v{MODEL_FORMAT_VERSION}",
-                self.format, self.format_version
-            ));
+            return Err(format!("format {} v{}, expected {MODEL_FORMAT} v1 to v{MODEL_FORMAT_VERSION}", self.format, self.format_version));
         }
         if self.forest.is_some() && self.format_version < 2 {
             return Err(format!("a forest needs format version 2, the file says {}", self.format_version));

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use canopy_proto::partition::decode;
 use canopy_tree::grower::LevelDone;
-use canopy_tree::{ClassificationMetrics, ConfusionMatrix, Forest, ForestPlan, HistogramLayout, LocalStats, Model, PartitionId, Tree, grow_forest};
+use canopy_tree::{
+    ClassificationMetrics, ConfusionMatrix, Forest, ForestPlan, HistogramLayout, LocalStats, Model, PartitionId, Tree, grow_forest,
+};
 use tracing::info;
 
 use crate::cluster::Cluster;

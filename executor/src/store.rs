@@ -9,8 +9,8 @@ use canopy_proto::partition::{Decoded, decode};
 use canopy_tree::{BinEdges, HistogramLayout, LocalStats, PartitionId};
 
 use crate::ExecutorError;
-use crate::validate::JobKind;
 use crate::ensemble::EnsembleRows;
+use crate::validate::JobKind;
 
 pub struct Job {
     pub id: String,

@@ -24,16 +24,18 @@ fn edges() -> BinEdges {
     }
 }
 
-/// A valid partition of `rows` rows: bins (exact mode) or values (ensemble mode).
+/// A valid partition of `rows` rows: bins and row numbers (forest mode) or values (ensemble
+/// mode).
 fn partition(rows: usize, binned: bool) -> Vec<FlightData> {
     let names = ["x".to_string(), "y".to_string()];
-    let schema = canopy_proto::partition::schema(&names, binned);
+    let schema = canopy_proto::partition::schema(&names, binned, binned);
     let label = Arc::new(UInt8Array::from_iter_values((0..rows).map(|i| (i % 3) as u8)));
     let columns: Vec<Arc<dyn arrow::array::Array>> = if binned {
         vec![
             Arc::new(UInt8Array::from_iter_values((0..rows).map(|i| (i % 3) as u8))),
             Arc::new(UInt8Array::from_iter_values((0..rows).map(|i| (i % 2) as u8))),
             label,
+            Arc::new(arrow::array::UInt64Array::from_iter_values((0..rows).map(|i| i as u64 * 3))),
         ]
     } else {
         vec![

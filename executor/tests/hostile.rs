@@ -75,6 +75,7 @@ fn x_job(job_id: &str) -> v1::BeginJobRequest {
         features: vec![v1::FeatureBins { name: "x".into(), thresholds: vec![0.5, 1.5] }],
         num_classes: 2,
         mode: v1::JobMode::Exact as i32,
+        forest: None,
     }
 }
 

@@ -5,8 +5,8 @@ pub mod partition;
 
 use std::fmt;
 
-use canopy_tree::model::Split;
 use canopy_tree::forest::MAX_TREES;
+use canopy_tree::model::Split;
 use canopy_tree::{BinEdges, FeatureBins, Forest, ForestPlan, Impurity, Node, NodeId, PartitionId, Role, RowSampler, SplitDecision, Tree};
 use thiserror::Error;
 
@@ -285,7 +285,11 @@ mod tests {
     #[test]
     fn routing_tree_round_trips() {
         let wire = vec![
-            v1::TreeNode { prediction: 0, split: Some(v1::NodeSplit { feature: 1, threshold_bin: 3, left: 1, right: 2 }), class_counts: vec![] },
+            v1::TreeNode {
+                prediction: 0,
+                split: Some(v1::NodeSplit { feature: 1, threshold_bin: 3, left: 1, right: 2 }),
+                class_counts: vec![],
+            },
             v1::TreeNode { prediction: 0, split: None, class_counts: vec![3, 1] },
             v1::TreeNode { prediction: 1, split: None, class_counts: vec![1, 5] },
         ];
@@ -298,7 +302,10 @@ mod tests {
         assert_eq!(forest_to_wire(&forest), vec![v1::ForestTree { nodes: wire.clone() }]);
         let mut no_counts = wire.clone();
         no_counts[2].class_counts.clear();
-        assert!(matches!(forest_from_wire(&[v1::ForestTree { nodes: no_counts }], 2, 2), Err(WireError::Tree(_))), "a forest leaf needs counts");
+        assert!(
+            matches!(forest_from_wire(&[v1::ForestTree { nodes: no_counts }], 2, 2), Err(WireError::Tree(_))),
+            "a forest leaf needs counts"
+        );
         let mut wrong = wire;
         wrong[1].class_counts.push(0);
         assert_eq!(tree_from_wire(&wrong, 2, 2), Err(WireError::TooMany { field: "class_counts", found: 3, max: 2 }));

@@ -10,7 +10,9 @@ use std::fmt;
 
 use crate::partition::SplitLog;
 use crate::sampling::RowSampler;
-use crate::{BinnedPartition, Forest, ForestPlan, ConfusionMatrix, HistogramLayout, NodeHistogram, NodeId, SplitDecision, StatsSource, Tree, TreeError};
+use crate::{
+    BinnedPartition, ConfusionMatrix, ForestPlan, HistogramLayout, Model, NodeHistogram, NodeId, SplitDecision, StatsSource, TreeError,
+};
 
 /// Whether a partition holds training or test rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -43,13 +45,6 @@ impl fmt::Display for PartitionId {
             Role::Test => write!(f, "test/{}", self.index),
         }
     }
-}
-
-/// What a test partition is scored with.
-#[derive(Debug, Clone, Copy)]
-pub enum Model<'a> {
-    Tree(&'a Tree),
-    Forest(&'a Forest),
 }
 
 pub struct LocalStats {
@@ -140,12 +135,8 @@ impl LocalStats {
     pub fn confusion_of(&self, ids: &[PartitionId], model: Model<'_>) -> Result<ConfusionMatrix, TreeError> {
         let held = self.named(ids, Role::Test).collect::<Result<Vec<_>, _>>()?;
         let mut cm = ConfusionMatrix::new(self.layout.num_classes());
-        let predict = |bin: &dyn Fn(usize) -> u8| match model {
-            Model::Tree(tree) => tree.predict_binned(bin),
-            Model::Forest(forest) => forest.predict_binned(bin),
-        };
         for partition in held {
-            partition.add_confusion(&predict, &mut cm);
+            partition.add_confusion(model, &mut cm);
         }
         Ok(cm)
     }
@@ -336,7 +327,8 @@ mod tests {
         let trees = train_forest(&d, 3, &params, &forest);
         let sampler = forest.plan(11, 4).expect("valid").sampler.expect("bootstrap");
         for (t, tree) in trees.iter().enumerate() {
-            let repeated: Vec<usize> = (0..d.labels.len()).flat_map(|r| std::iter::repeat_n(r, sampler.weight(t as u32, r as u64 + 1) as usize)).collect();
+            let repeated: Vec<usize> =
+                (0..d.labels.len()).flat_map(|r| std::iter::repeat_n(r, sampler.weight(t as u32, r as u64 + 1) as usize)).collect();
             let mut expected = Vec::new();
             naive(&d, &repeated, 0, &params, &mut expected);
             assert_eq!(preorder(tree), expected, "tree {t}");
@@ -352,7 +344,12 @@ mod tests {
         for (t, tree) in train_forest(&d, 2, &params, &forest).iter().enumerate() {
             for node in &tree.nodes {
                 if let Some(split) = &node.split {
-                    assert_eq!(vec![split.feature as usize], crate::node_features(11, t as u32, node.id, 4, 1), "tree {t} node {}", node.id);
+                    assert_eq!(
+                        vec![split.feature as usize],
+                        crate::node_features(11, t as u32, node.id, 4, 1),
+                        "tree {t} node {}",
+                        node.id
+                    );
                     features_used.insert(split.feature);
                 }
             }

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::TreeError;
+use crate::{Forest, TreeError};
 
 /// Index of a node in [`Tree::nodes`]; children are created in ascending parent order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -161,6 +161,23 @@ impl Tree {
             }
         }
         out
+    }
+}
+
+/// What test rows are scored with: a single tree or a forest.
+#[derive(Debug, Clone, Copy)]
+pub enum Model<'a> {
+    Tree(&'a Tree),
+    Forest(&'a Forest),
+}
+
+impl Model<'_> {
+    /// Predicts from binned values; `bin(feature)` reads the row.
+    pub fn predict_binned(&self, bin: &dyn Fn(usize) -> u8) -> u32 {
+        match self {
+            Model::Tree(tree) => tree.predict_binned(bin),
+            Model::Forest(forest) => forest.predict_binned(bin),
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use std::ops::Range;
 use serde::{Deserialize, Serialize};
 
 use crate::sampling::RowSampler;
-use crate::{BinEdges, ConfusionMatrix, FeatureBins, HistogramLayout, NodeHistogram, NodeId, TreeError};
+use crate::{BinEdges, ConfusionMatrix, FeatureBins, HistogramLayout, Model, NodeHistogram, NodeId, TreeError};
 
 /// "Rows of `node` with `bin(feature) <= threshold_bin` go to `left`, the others to `right`."
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -229,9 +229,7 @@ impl BinnedPartition {
     /// Attaches each row's number in the input (needed to draw a forest's samples).
     pub fn with_row_numbers(mut self, row_numbers: Vec<u64>) -> Result<Self, TreeError> {
         if row_numbers.len() != self.num_rows() {
-            return Err(TreeError::RaggedColumns {
-                detail: format!("{} row numbers for {} rows", row_numbers.len(), self.num_rows()),
-            });
+            return Err(TreeError::RaggedColumns { detail: format!("{} row numbers for {} rows", row_numbers.len(), self.num_rows()) });
         }
         self.row_numbers = Some(row_numbers);
         Ok(self)
@@ -363,10 +361,10 @@ impl BinnedPartition {
         }
     }
 
-    /// Adds (actual, predicted) of every row to `cm`; `predict` reads a row's bins by feature.
-    pub fn add_confusion(&self, predict: &dyn Fn(&dyn Fn(usize) -> u8) -> u32, cm: &mut ConfusionMatrix) {
+    /// Adds (actual, predicted) of every row to `cm`.
+    pub fn add_confusion(&self, model: Model<'_>, cm: &mut ConfusionMatrix) {
         for bytes in self.rows.chunks_exact(self.stride) {
-            let predicted = predict(&|feature| bytes[feature]);
+            let predicted = model.predict_binned(&|feature| bytes[feature]);
             cm.add(usize::from(bytes[self.stride - 1]), predicted as usize);
         }
     }

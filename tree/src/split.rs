@@ -116,7 +116,8 @@ mod tests {
             let mut hist = vec![NodeHistogram::zeros(&layout)];
             part.add_histograms(&[NodeId::ROOT], &layout, &mut hist);
             let parent = hist[0].class_counts(&layout);
-            let found = best_split(&hist[0], &layout, &parent, &params, &(0..features).collect::<Vec<_>>()).map(|c| (c.feature, c.threshold_bin, c.gain));
+            let found = best_split(&hist[0], &layout, &parent, &params, &(0..features).collect::<Vec<_>>())
+                .map(|c| (c.feature, c.threshold_bin, c.gain));
             assert_eq!(found, brute_force(&columns, &labels, &edges, classes, &params), "case {case}");
         }
     }
