@@ -42,3 +42,38 @@ pub fn partition(rows: usize, seed: u64) -> BinnedPartition {
     let refs: Vec<&[f64]> = columns.iter().map(Vec::as_slice).collect();
     BinnedPartition::from_columns(&refs, labels, &edges(), 4).unwrap_or_else(|e| panic!("benchmark data is valid: {e}"))
 }
+
+/// The rows of [`partition`] packed as the tree crate packs them (bins, then the label), for
+/// [`row_major_histogram`].
+pub fn packed(rows: usize, seed: u64) -> Vec<u8> {
+    let (columns, labels) = raw(rows, seed);
+    let mut out = Vec::with_capacity(rows * (columns.len() + 1));
+    for (row, &label) in labels.iter().enumerate() {
+        // Values are the integers 0..bins and the edges sit halfway between them: bin = value.
+        out.extend(columns.iter().map(|c| c[row] as u8));
+        out.push(label);
+    }
+    out
+}
+
+/// The first histogram kernel (row-major counters, index = feature start + bin × classes +
+/// label), kept as the side-by-side baseline of the tree crate's kernel.
+pub fn row_major_histogram(rows: &[u8], stride: usize, classes: usize, out: &mut [u64]) {
+    let features = stride - 1;
+    let mut starts = Vec::with_capacity(features);
+    let mut total = 0;
+    for &bins in &FEATURE_BINS[..features] {
+        starts.push(total * classes);
+        total += usize::from(bins);
+    }
+    let mut counts = vec![0u32; total * classes];
+    for bytes in rows.chunks_exact(stride) {
+        let label = usize::from(bytes[features]);
+        for (&bin, &start) in bytes.iter().zip(&starts) {
+            counts[start + usize::from(bin) * classes + label] += 1;
+        }
+    }
+    for (o, c) in out.iter_mut().zip(counts) {
+        *o += u64::from(c);
+    }
+}

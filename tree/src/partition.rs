@@ -120,6 +120,11 @@ impl SplitLog {
     }
 }
 
+/// Counters per feature in the kernel compiled per feature count: every byte-sized bin, plus
+/// padding so that features' counters are not 4 KiB apart (loads would wait on stores to a
+/// different counter with the same low address bits).
+const PADDED_BINS: usize = 256 + 16;
+
 /// Rows counted into u32 counters before they flush into the u64 totals: at most 255 each.
 const ROWS_PER_FLUSH: usize = (u32::MAX / 255) as usize;
 
@@ -323,41 +328,89 @@ impl BinnedPartition {
     /// Adds this partition's counts for `nodes` into `out` (one histogram per node); a row
     /// counts as many times as its weight in the node's tree.
     pub fn add_histograms(&self, nodes: &[NodeId], layout: &HistogramLayout, out: &mut [NodeHistogram]) {
-        let classes = layout.num_classes();
-        let features = self.num_features();
-        let starts: Vec<usize> = (0..features).map(|f| layout.feature_start(f)).collect();
         for (node, hist) in nodes.iter().zip(out.iter_mut()) {
             let Some((tree, range)) = self.node_rows.get(node) else {
                 continue;
             };
             let sample = &self.samples[*tree];
-            // u32 counters halve the histogram's cache footprint. A chunk of rows cannot
-            // overflow them (each row adds at most 255), and chunks flush into the u64 totals.
-            let mut counts = vec![0u32; layout.len()];
+            // Counters are u32, half the cache footprint of the totals; a chunk of rows cannot
+            // overflow them (each row adds at most 255 to a counter).
             for chunk_start in range.clone().step_by(ROWS_PER_FLUSH) {
                 let chunk = chunk_start..(chunk_start + ROWS_PER_FLUSH).min(range.end);
-                let rows = sample.order[chunk.clone()].iter();
-                match &sample.weights {
-                    None => rows.for_each(|&row| self.count_row(row, 1, &starts, classes, &mut counts)),
-                    Some(weights) => rows
-                        .zip(&weights[chunk])
-                        .for_each(|(&row, &weight)| self.count_row(row, u32::from(weight), &starts, classes, &mut counts)),
+                let rows = &sample.order[chunk.clone()];
+                let weights = sample.weights.as_ref().map(|w| &w[chunk]);
+                self.count_rows(rows, weights, layout, hist);
+            }
+        }
+    }
+
+    /// Adds `rows` (each `weights` times, or once) into `hist`: the kernel compiled for the
+    /// partition's feature count up to 16 features and 16 classes, the general one beyond.
+    fn count_rows(&self, rows: &[u32], weights: Option<&[u8]>, layout: &HistogramLayout, hist: &mut NodeHistogram) {
+        macro_rules! dispatch {
+            ($($n:literal)*) => {
+                match self.num_features() {
+                    $($n if layout.num_classes() <= 16 => self.count_rows_of::<$n>(rows, weights, layout, hist),)*
+                    _ => self.count_rows_any(rows, weights, layout, hist),
                 }
-                for (total, n) in hist.counts.iter_mut().zip(counts.iter_mut()) {
-                    *total += u64::from(std::mem::take(n));
+            };
+        }
+        dispatch!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16)
+    }
+
+    /// The kernel for `F` features. Counters are `[class][feature][PADDED_BINS]`: the row's label
+    /// picks a block once, the loop over features unrolls, and a byte-sized bin indexes its
+    /// feature's counters with no bounds check and no multiply. Only the bins in use are touched, so
+    /// the padding costs no cache.
+    fn count_rows_of<const F: usize>(&self, rows: &[u32], weights: Option<&[u8]>, layout: &HistogramLayout, hist: &mut NodeHistogram) {
+        let classes = layout.num_classes();
+        let mut counts = vec![[[0u32; PADDED_BINS]; F]; classes];
+        let mut count = |row: u32, weight: u32| {
+            let at = row as usize * (F + 1);
+            let bytes = &self.rows[at..at + F + 1];
+            let Ok(bins) = <&[u8; F]>::try_from(&bytes[..F]) else { return };
+            let block = &mut counts[usize::from(bytes[F])];
+            for f in 0..F {
+                block[f][usize::from(bins[f])] += weight;
+            }
+        };
+        match weights {
+            None => rows.iter().for_each(|&row| count(row, 1)),
+            Some(weights) => rows.iter().zip(weights).for_each(|(&row, &weight)| count(row, u32::from(weight))),
+        }
+        for (class, block) in counts.iter().enumerate() {
+            for (f, feature) in block.iter().enumerate() {
+                let start = layout.feature_start(f) + class;
+                for (bin, &n) in feature[..layout.num_bins(f)].iter().enumerate() {
+                    hist.counts[start + bin * classes] += u64::from(n);
                 }
             }
         }
     }
 
-    /// The histogram kernel: adds `weight` to the (feature, bin, label) counter of every feature.
-    #[inline(always)]
-    fn count_row(&self, row: u32, weight: u32, starts: &[usize], classes: usize, counts: &mut [u32]) {
-        let at = row as usize * self.stride;
-        let bytes = &self.rows[at..at + self.stride];
-        let label = usize::from(bytes[self.stride - 1]);
-        for (&bin, &start) in bytes.iter().zip(starts) {
-            counts[start + usize::from(bin) * classes + label] += weight;
+    /// The general kernel: counters `[class][bin]`, each feature's bins from its start.
+    fn count_rows_any(&self, rows: &[u32], weights: Option<&[u8]>, layout: &HistogramLayout, hist: &mut NodeHistogram) {
+        let classes = layout.num_classes().max(1);
+        let total_bins = layout.len() / classes;
+        let starts: Vec<usize> = (0..self.num_features()).map(|f| layout.feature_start(f) / classes).collect();
+        let mut counts = vec![0u32; layout.len()];
+        let mut count = |row: u32, weight: u32| {
+            let at = row as usize * self.stride;
+            let (bins, label) = self.rows[at..at + self.stride].split_at(self.stride - 1);
+            let base = usize::from(label[0]) * total_bins;
+            let block = &mut counts[base..base + total_bins];
+            for (&bin, &start) in bins.iter().zip(&starts) {
+                block[start + usize::from(bin)] += weight;
+            }
+        };
+        match weights {
+            None => rows.iter().for_each(|&row| count(row, 1)),
+            Some(weights) => rows.iter().zip(weights).for_each(|(&row, &weight)| count(row, u32::from(weight))),
+        }
+        for (class, block) in counts.chunks_exact(total_bins).enumerate() {
+            for (bin, &n) in block.iter().enumerate() {
+                hist.counts[bin * classes + class] += u64::from(n);
+            }
         }
     }
 
@@ -394,6 +447,45 @@ mod tests {
         // node 1: x=0 rows (labels 0, 1); node 2: x=1 (label 0), x=2 twice (label 1).
         assert_eq!(out[0].counts, vec![1, 1, 0, 0, 0, 0]);
         assert_eq!(out[1].counts, vec![0, 0, 1, 0, 0, 2]);
+    }
+
+    /// Every kernel (compiled per feature count up to 16 features and 16 classes, the general
+    /// one beyond) counts what a plain loop over the rows counts, weighted or not.
+    #[test]
+    fn every_kernel_counts_like_a_plain_loop() {
+        let mut rng = crate::testing::Lcg(3);
+        for (features, classes) in [(1, 2), (4, 3), (9, 4), (16, 16), (17, 3), (2, 17)] {
+            let rows = 500;
+            let edges = BinEdges {
+                features: (0..features)
+                    .map(|f| FeatureBins { name: format!("f{f}"), thresholds: (0..f % 5 + 1).map(|t| t as f64 + 0.5).collect() })
+                    .collect(),
+            };
+            let bins: Vec<Vec<u8>> =
+                edges.features.iter().map(|f| (0..rows).map(|_| rng.next(f.num_bins() as u64) as u8).collect()).collect();
+            let labels: Vec<u8> = (0..rows).map(|_| rng.next(classes as u64) as u8).collect();
+            let refs: Vec<&[u8]> = bins.iter().map(Vec::as_slice).collect();
+            let layout = HistogramLayout::new(&edges, classes);
+            let sampler = RowSampler::new(9, 1.0, true).expect("valid");
+            let mut expected = vec![vec![0u64; layout.len()]; 2];
+            for row in 0..rows {
+                let weights = [1, u64::from(sampler.weight(1, row as u64))];
+                for (f, column) in bins.iter().enumerate() {
+                    let at = layout.feature_start(f) + usize::from(column[row]) * classes + usize::from(labels[row]);
+                    expected[0][at] += weights[0];
+                    expected[1][at] += weights[1];
+                }
+            }
+            let single = BinnedPartition::from_bin_columns(&refs, &labels, &edges, classes).expect("valid");
+            let mut forest = single.clone().with_row_numbers((0..rows as u64).collect()).expect("numbers");
+            forest.draw_samples(&sampler, 2).expect("samples");
+            let mut out = vec![NodeHistogram::zeros(&layout)];
+            single.add_histograms(&[NodeId::ROOT], &layout, &mut out);
+            assert_eq!(out[0].counts, expected[0], "{features} features, {classes} classes");
+            let mut out = vec![NodeHistogram::zeros(&layout)];
+            forest.add_histograms(&[NodeId(1)], &layout, &mut out);
+            assert_eq!(out[0].counts, expected[1], "{features} features, {classes} classes, weighted");
+        }
     }
 
     #[test]
