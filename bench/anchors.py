@@ -1,10 +1,11 @@
-"""The anchors, one run each: `python anchors.py TOOL DATA.parquet [THREADS]`.
+"""The anchors, one run each: `python anchors.py TOOL DATA.parquet [THREADS] [tree|forest]`.
 
 Each tool does the reference pipeline from the file: read it, drop rows without delays,
 Route = Origin-Dest, label = ArrDelay bucketed at -15/0/30, frequency-ordered indexes of
 Carrier, Origin, Dest, Route, a seeded 80/20 split; trains one depth-5 tree (32 bins where the
-tool bins) on DepDelay, Distance, DayOfMonth, DayOfWeek, DayOfYear and the four indexes; and
-scores the test split. Prints one JSON line: train_seconds (the training call only, binning
+tool bins), or with `forest` a random forest of 20 depth-5 trees (sqrt of the features at each
+node, bootstrap), on DepDelay, Distance, DayOfMonth, DayOfWeek, DayOfYear and the four indexes;
+and scores the test split. Prints one JSON line: train_seconds (the training call only, binning
 included for LightGBM and XGBoost), e2e_seconds (process start to metrics), accuracy and
 Spark-style weighted precision / recall / F1.
 """
@@ -42,13 +43,21 @@ def prepare(path):
     return X[~test], y[~test], X[test], y[test]
 
 
+# The forest of `bench/compare --mode forest`: Spark's RandomForestClassifier defaults but 20
+# trees of depth 5.
+TREES = 20
+
+
 def main():
     tool, path = sys.argv[1], sys.argv[2]
     threads = int(sys.argv[3]) if len(sys.argv) > 3 else 2
+    forest = len(sys.argv) > 4 and sys.argv[4] == "forest"
     if tool == "spark":
-        return spark(path, threads)
+        return spark(path, threads, forest)
     X, y, Xt, yt = prepare(path)
-    if tool == "sklearn":
+    if forest:
+        train, pred = train_forest(tool, threads, X, y, Xt)
+    elif tool == "sklearn":
         from sklearn.tree import DecisionTreeClassifier
         model = DecisionTreeClassifier(max_depth=5, random_state=42)
         t = time.perf_counter()
@@ -79,9 +88,32 @@ def main():
     print(json.dumps(out))
 
 
-def spark(path, threads):
+def train_forest(tool, threads, X, y, Xt):
+    """Returns (training seconds, test predictions) of the tool's random forest."""
+    if tool == "sklearn":
+        from sklearn.ensemble import RandomForestClassifier
+        model = RandomForestClassifier(n_estimators=TREES, max_depth=5, max_features="sqrt", bootstrap=True,
+                                       n_jobs=threads, random_state=42)
+        t = time.perf_counter()
+        model.fit(X, y)
+        return time.perf_counter() - t, model.predict(Xt)
+    if tool == "lightgbm":
+        import lightgbm as lgb
+        # LightGBM's random forest: bagging 0.632 (a bootstrap's share of distinct rows) and
+        # sqrt(9) = 3 of 9 features per node.
+        params = {"boosting": "rf", "objective": "multiclass", "num_class": 4, "max_depth": 5, "num_leaves": 32,
+                  "max_bin": 32, "bagging_fraction": 0.632, "bagging_freq": 1, "feature_fraction_bynode": 3 / 9,
+                  "min_data_in_leaf": 1, "min_sum_hessian_in_leaf": 0.0, "num_threads": threads, "verbose": -1,
+                  "seed": 42, "deterministic": True}
+        t = time.perf_counter()
+        booster = lgb.train(params, lgb.Dataset(X, y, params={"max_bin": 32, "verbose": -1}), num_boost_round=TREES)
+        return time.perf_counter() - t, booster.predict(Xt).argmax(axis=1)
+    raise SystemExit(f"no forest for {tool}")
+
+
+def spark(path, threads, forest=False):
     from pyspark.ml import Pipeline
-    from pyspark.ml.classification import DecisionTreeClassifier
+    from pyspark.ml.classification import DecisionTreeClassifier, RandomForestClassifier
     from pyspark.ml.evaluation import MulticlassClassificationEvaluator
     from pyspark.ml.feature import Bucketizer, StringIndexer, VectorAssembler
     from pyspark.sql import SparkSession, functions as F
@@ -101,7 +133,10 @@ def spark(path, threads):
     train_df = train_df.cache()
     train_df.count()
     t = time.perf_counter()
-    model = DecisionTreeClassifier(maxDepth=5, maxBins=32, seed=42).fit(train_df)
+    if forest:
+        model = RandomForestClassifier(numTrees=TREES, maxDepth=5, maxBins=32, seed=42).fit(train_df)
+    else:
+        model = DecisionTreeClassifier(maxDepth=5, maxBins=32, seed=42).fit(train_df)
     train = time.perf_counter() - t
     pred = model.transform(test_df)
     metric = lambda name: MulticlassClassificationEvaluator(metricName=name).evaluate(pred)

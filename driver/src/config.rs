@@ -213,6 +213,13 @@ mod tests {
         let e: Experiment = toml::from_str(text).expect("parses");
         assert_eq!((e.mode, e.split.seed, e.split.partitions, e.tree.max_depth), (Mode::Ensemble, 7, 12, 3));
         assert!(toml::from_str::<Experiment>("[tree]\nmax_dept = 3\n").is_err());
+        let text = "mode = \"forest\"\n[forest]\nnum_trees = 7\nfeature_subset_strategy = \"log2\"\nbootstrap = false\n";
+        let e = toml::from_str::<Experiment>(text).expect("parses").check().expect("valid");
+        let (params, plan) = e.forest.expect("forest mode");
+        assert_eq!((params.num_trees, params.bootstrap, plan.num_trees, plan.features_per_node, plan.seed), (7, false, 7, 4, 42));
+        assert!(toml::from_str::<Experiment>("[forest]\nnum_tree = 3\n").is_err());
+        let err = toml::from_str::<Experiment>("[forest]\nfeature_subset_strategy = \"most\"\n").expect_err("refused").to_string();
+        assert!(err.contains("feature_subset_strategy must be auto, all, sqrt, log2, onethird"), "{err}");
     }
 
     #[test]

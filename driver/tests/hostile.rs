@@ -38,6 +38,17 @@ const CORPUS: &[(&str, &str)] = &[
         "buckets-and-classes-disagree.json",
         "model file '{path}' is invalid: the label has 3 buckets, so 4 classes, but the encoding names 2",
     ),
+    ("forest-in-format-v1.json", "model file '{path}' is invalid: a forest needs format version 2, the file says 1"),
+    (
+        "forest-leaf-without-counts.json",
+        "model file '{path}' is invalid: tree is malformed: tree 1: node 3 has no class distribution over 4 classes",
+    ),
+    (
+        "forest-counts-overflow.json",
+        "model file '{path}' is invalid: tree is malformed: tree 2: node 4 has no class distribution over 4 classes",
+    ),
+    ("forest-tree-count.json", "model file '{path}' is invalid: the forest has 3 trees but its params say 4"),
+    ("forest-and-tree.json", "model file '{path}' is invalid: a model holds exactly one of a tree, a non-empty ensemble or a forest"),
     (
         "too-many-partitions.toml",
         "invalid configuration: partitions (--partitions, or partitions in [split]) must be between 1 and 4096, got 100000",
@@ -72,7 +83,7 @@ fn the_hostile_corpus_is_refused_with_exact_errors() {
 
 #[test]
 fn the_valid_models_load() {
-    for name in ["model-tree.json", "model-ensemble.json"] {
+    for name in ["model-tree.json", "model-ensemble.json", "model-forest.json"] {
         let model = ModelFile::load(&fixture(name)).unwrap();
         let columns = vec![vec![-20.0, 5.0, 100.0]; model.file.feature_names.len()];
         assert_eq!(model.predict(&columns).unwrap().len(), 3);
@@ -127,10 +138,10 @@ proptest! {
 
     #[test]
     fn mutated_models_never_panic(
-        ensemble in any::<bool>(),
+        kind in prop::sample::select(vec!["model-tree.json", "model-ensemble.json", "model-forest.json"]),
         picks in prop::collection::vec((any::<prop::sample::Index>(), hostile_value()), 1..4),
     ) {
-        let mut model = valid_model(if ensemble { "model-ensemble.json" } else { "model-tree.json" });
+        let mut model = valid_model(kind);
         for (index, value) in picks {
             let mut pointers = Vec::new();
             scalar_pointers(&model, String::new(), &mut pointers);

@@ -83,8 +83,14 @@ impl Forest {
                 )));
             }
             tree.validate().map_err(|e| bad(e.to_string()))?;
+            // Leaves vote with their class distribution: counts of every class, summing to a
+            // positive total that fits in u64.
             let mut leaves = tree.nodes.iter().filter(|n| n.split.is_none());
-            if let Some(node) = leaves.find(|n| n.class_counts.len() != num_classes || n.count() == 0) {
+            let no_distribution = |n: &&Node| {
+                n.class_counts.len() != num_classes
+                    || matches!(n.class_counts.iter().try_fold(0u64, |a, &c| a.checked_add(c)), None | Some(0))
+            };
+            if let Some(node) = leaves.find(no_distribution) {
                 return Err(bad(format!("node {} has no class distribution over {num_classes} classes", node.id)));
             }
         }
@@ -109,7 +115,7 @@ impl Forest {
         let mut votes = vec![0.0f64; classes];
         for tree in &self.trees {
             let node = leaf(tree);
-            let total = node.count() as f64;
+            let total: f64 = node.class_counts.iter().map(|&c| c as f64).sum();
             if total > 0.0 {
                 votes.iter_mut().zip(&node.class_counts).for_each(|(v, &c)| *v += c as f64 / total);
             }
