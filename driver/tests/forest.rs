@@ -16,14 +16,14 @@ fn forest_model(dir: &std::path::Path, name: &str) -> Vec<u8> {
 }
 
 #[test]
-fn same_forest_on_1_2_4_executors_and_in_process_with_exact_metrics() {
+fn same_forest_on_1_2_4_8_executors_and_in_process_with_exact_metrics() {
     let tmp = tempfile::tempdir().unwrap();
     let (sweep, local) = (tmp.path().join("sweep"), tmp.path().join("local"));
-    assert_ok(&driver(&["scale", "--mode", "forest", "--executors", "1,2,4", "--quiet", "--out", sweep.to_str().unwrap()]));
+    assert_ok(&driver(&["scale", "--mode", "forest", "--executors", "1,2,4,8", "--quiet", "--out", sweep.to_str().unwrap()]));
     assert_ok(&driver(&["train", "--mode", "forest", "--in-process", "--quiet", "--out", local.to_str().unwrap()]));
 
     let reference = forest_model(&local, "model-in-process-r1.json");
-    for n in [1, 2, 4] {
+    for n in [1, 2, 4, 8] {
         assert!(forest_model(&sweep, &format!("model-e{n}-r1.json")) == reference, "forest with {n} executors differs");
     }
     let report = report(&sweep);

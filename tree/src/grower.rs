@@ -14,6 +14,11 @@
 //!    histograms fits `max_memory_mb`.
 //! 5. Repeat from 2 with the children until `max_depth`.
 //!
+//! A random forest runs the same steps for all its trees at once (`grow_forest`): tree `t`'s root
+//! is node `t`, every level decides the open nodes of every tree, and one request routes the rows
+//! of all of them. The source weights each row per tree (its bootstrap sample), and each node
+//! searches only the features drawn for it (`sampling::node_features`).
+//!
 //! Counts are integers, so the histograms, and therefore every decision, are the same bits
 //! whatever the number of executors or partitions, and whatever order their answers arrive in.
 

@@ -133,7 +133,7 @@ pub struct BinnedPartition {
     /// `stride` bytes per row: the bin of each feature, then the label.
     rows: Vec<u8>,
     stride: usize,
-    /// Each row's number in the input (1-based, file order), which seeds its bootstrap weights.
+    /// Each row's number in the input (file order), which seeds its bootstrap weights.
     /// Present when the partition came with them; dropped once the forest's samples are drawn.
     row_numbers: Option<Vec<u64>>,
     /// One per tree: the tree's rows, grouped by the open node they reached. A single tree

@@ -167,7 +167,7 @@ impl RowSampler {
         self.bootstrap
     }
 
-    /// Weight of row `row` (its 1-based number in the input) in tree `tree`.
+    /// Weight of row `row` (its number in the input) in tree `tree`.
     pub fn weight(&self, tree: u32, row: u64) -> u32 {
         if !self.bootstrap && self.rate >= 1.0 {
             return 1;
