@@ -125,6 +125,9 @@ impl SplitLog {
 /// different counter with the same low address bits).
 const PADDED_BINS: usize = 256 + 16;
 
+/// Nodes with fewer rows (in one partition) take the general kernel.
+const SMALL_NODE_ROWS: usize = 1024;
+
 /// Rows counted into u32 counters before they flush into the u64 totals: at most 255 each.
 const ROWS_PER_FLUSH: usize = (u32::MAX / 255) as usize;
 
@@ -345,8 +348,12 @@ impl BinnedPartition {
     }
 
     /// Adds `rows` (each `weights` times, or once) into `hist`: the kernel compiled for the
-    /// partition's feature count up to 16 features and 16 classes, the general one beyond.
+    /// partition's feature count up to 16 features and 16 classes, the general one beyond, and
+    /// for nodes too small to repay zeroing the compiled kernel's wider counters.
     fn count_rows(&self, rows: &[u32], weights: Option<&[u8]>, layout: &HistogramLayout, hist: &mut NodeHistogram) {
+        if rows.len() < SMALL_NODE_ROWS {
+            return self.count_rows_any(rows, weights, layout, hist);
+        }
         macro_rules! dispatch {
             ($($n:literal)*) => {
                 match self.num_features() {
@@ -454,8 +461,8 @@ mod tests {
     #[test]
     fn every_kernel_counts_like_a_plain_loop() {
         let mut rng = crate::testing::Lcg(3);
-        for (features, classes) in [(1, 2), (4, 3), (9, 4), (16, 16), (17, 3), (2, 17)] {
-            let rows = 500;
+        let cases = [(1, 2), (4, 3), (9, 4), (16, 16), (17, 3), (2, 17)];
+        for ((features, classes), rows) in cases.into_iter().flat_map(|c| [(c, 100), (c, 2 * SMALL_NODE_ROWS)]) {
             let edges = BinEdges {
                 features: (0..features)
                     .map(|f| FeatureBins { name: format!("f{f}"), thresholds: (0..f % 5 + 1).map(|t| t as f64 + 0.5).collect() })
@@ -481,10 +488,10 @@ mod tests {
             forest.draw_samples(&sampler, 2).expect("samples");
             let mut out = vec![NodeHistogram::zeros(&layout)];
             single.add_histograms(&[NodeId::ROOT], &layout, &mut out);
-            assert_eq!(out[0].counts, expected[0], "{features} features, {classes} classes");
+            assert_eq!(out[0].counts, expected[0], "{features} features, {classes} classes, {rows} rows");
             let mut out = vec![NodeHistogram::zeros(&layout)];
             forest.add_histograms(&[NodeId(1)], &layout, &mut out);
-            assert_eq!(out[0].counts, expected[1], "{features} features, {classes} classes, weighted");
+            assert_eq!(out[0].counts, expected[1], "{features} features, {classes} classes, {rows} rows, weighted");
         }
     }
 
