@@ -33,7 +33,7 @@ pub fn format_version_for(forest: bool) -> u32 {
 pub struct ForestModel {
     pub params: ForestParams,
     pub features_per_node: usize,
-    pub trees: Vec<Tree>,
+    pub trees: Forest,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -78,8 +78,7 @@ impl ModelFile {
         let invalid = |reason: String| DriverError::InvalidModel { path: path.to_path_buf(), reason };
         let file: ModelFile = serde_json::from_slice(bytes).map_err(|e| invalid(e.to_string()))?;
         let ensemble = file.check().map_err(invalid)?;
-        let forest = file.forest.as_ref().map(|f| Forest { trees: f.trees.clone() });
-        Ok(LoadedModel { file, ensemble, forest })
+        Ok(LoadedModel { file, ensemble })
     }
 
     /// Checks the model; returns the ensemble's trees, parsed (empty for a single tree).
@@ -132,10 +131,11 @@ impl ModelFile {
                 .map(|(t, value)| check_linfa_tree(value, features, classes).map_err(|e| format!("ensemble tree {t}: {e}")))
                 .collect(),
             (None, None, Some(forest)) => {
-                if forest.params.num_trees as usize != forest.trees.len() {
-                    return Err(format!("the forest has {} trees but its params say {}", forest.trees.len(), forest.params.num_trees));
+                let trees = forest.trees.trees.len();
+                if forest.params.num_trees as usize != trees {
+                    return Err(format!("the forest has {trees} trees but its params say {}", forest.params.num_trees));
                 }
-                Forest { trees: forest.trees.clone() }.validate(features, classes).map_err(|e| e.to_string())?;
+                forest.trees.validate(features, classes).map_err(|e| e.to_string())?;
                 Ok(Vec::new())
             }
             _ => Err("a model holds exactly one of a tree, a non-empty ensemble or a forest".into()),
@@ -171,7 +171,6 @@ fn check_linfa_tree(value: &serde_json::Value, features: usize, classes: usize) 
 pub struct LoadedModel {
     pub file: ModelFile,
     ensemble: Vec<DecisionTree<f64, usize>>,
-    forest: Option<Forest>,
 }
 
 impl LoadedModel {
@@ -199,8 +198,8 @@ impl LoadedModel {
         if let Some(tree) = &self.file.tree {
             return Ok(by_row(&|row| tree.predict(row)));
         }
-        if let Some(forest) = &self.forest {
-            return Ok(by_row(&|row| forest.predict(row)));
+        if let Some(forest) = &self.file.forest {
+            return Ok(by_row(&|row| forest.trees.predict(row)));
         }
         let records = Array2::from_shape_fn((rows, columns.len()), |(r, f)| columns[f][r]);
         let k = self.file.encoding.class_names.len();

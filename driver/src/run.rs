@@ -31,7 +31,7 @@ pub struct Timeouts {
 /// What a run trained.
 enum Trained {
     Tree(Tree),
-    Forest(Vec<Tree>),
+    Forest(Forest),
     /// linfa-trees DecisionTrees in their serde form.
     Ensemble(Vec<serde_json::Value>),
 }
@@ -96,7 +96,7 @@ fn growth_plan(prepared: &Prepared, exp: &ValidExperiment) -> ForestPlan {
 /// A grown forest as what the run trained: a single tree unless in forest mode.
 fn trained(exp: &ValidExperiment, mut trees: Vec<Tree>) -> Result<Trained> {
     match (exp.mode, trees.len()) {
-        (Mode::Forest, _) => Ok(Trained::Forest(trees)),
+        (Mode::Forest, _) => Ok(Trained::Forest(Forest { trees })),
         (_, 1) => Ok(Trained::Tree(trees.remove(0))),
         (_, n) => Err(DriverError::Internal(format!("grew {n} trees outside forest mode"))),
     }
@@ -166,7 +166,7 @@ pub fn run_in_process(prepared: &Prepared, exp: &ValidExperiment, metrics: &Driv
     let model = trained(exp, trees)?;
     let confusion = match &model {
         Trained::Tree(tree) => source.confusion_of(&test, Model::Tree(tree))?,
-        Trained::Forest(trees) => source.confusion_of(&test, Model::Forest(&Forest { trees: trees.clone() }))?,
+        Trained::Forest(forest) => source.confusion_of(&test, Model::Forest(forest))?,
         Trained::Ensemble(_) => return Err(DriverError::Internal("no ensemble in process".into())),
     };
     metrics.phase("evaluate", evaluating.elapsed().as_secs_f64());
@@ -248,10 +248,7 @@ pub async fn run_distributed(
     let evaluating = Instant::now();
     let (confusion, model) = match (model, ensemble) {
         (Some(Trained::Tree(tree)), _) => (dispatcher.evaluate(Model::Tree(&tree)).await?, Trained::Tree(tree)),
-        (Some(Trained::Forest(trees)), _) => {
-            let forest = Forest { trees };
-            (dispatcher.evaluate(Model::Forest(&forest)).await?, Trained::Forest(forest.trees))
-        }
+        (Some(Trained::Forest(forest)), _) => (dispatcher.evaluate(Model::Forest(&forest)).await?, Trained::Forest(forest)),
         (_, Some(trees)) => {
             (crate::ensemble::evaluate(&mut dispatcher, &trees).await?, Trained::Ensemble(crate::ensemble::model_values(&trees)?))
         }

@@ -62,8 +62,10 @@ impl ForestPlan {
     }
 }
 
-/// The trained forest. Each tree's node ids are its own (its root is node 0).
+/// The trained forest. Each tree's node ids are its own (its root is node 0). Serialized as
+/// the list of its trees.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct Forest {
     pub trees: Vec<Tree>,
 }
