@@ -36,6 +36,17 @@ enum Trained {
     Ensemble(Vec<serde_json::Value>),
 }
 
+impl Trained {
+    /// What the test partitions are scored with (the ensemble is scored by its own requests).
+    fn scorer(&self) -> Result<Model<'_>> {
+        match self {
+            Trained::Tree(tree) => Ok(Model::Tree(tree)),
+            Trained::Forest(forest) => Ok(Model::Forest(forest)),
+            Trained::Ensemble(_) => Err(DriverError::Internal("an ensemble is scored by executors' votes".into())),
+        }
+    }
+}
+
 fn model_file(prepared: &Prepared, exp: &ValidExperiment, trained: Trained) -> ModelFile {
     let (mut tree, mut ensemble, mut forest) = (None, None, None);
     match trained {
@@ -164,11 +175,7 @@ pub fn run_in_process(prepared: &Prepared, exp: &ValidExperiment, metrics: &Driv
     let evaluating = Instant::now();
     let test = source.ids_of(canopy_tree::Role::Test);
     let model = trained(exp, trees)?;
-    let confusion = match &model {
-        Trained::Tree(tree) => source.confusion_of(&test, Model::Tree(tree))?,
-        Trained::Forest(forest) => source.confusion_of(&test, Model::Forest(forest))?,
-        Trained::Ensemble(_) => return Err(DriverError::Internal("no ensemble in process".into())),
-    };
+    let confusion = source.confusion_of(&test, model.scorer()?)?;
     metrics.phase("evaluate", evaluating.elapsed().as_secs_f64());
     let mut result = empty_result(0, exp.mode, model_file(prepared, exp, model), k);
     result.timings = RunTimings { ship_seconds, train_seconds, eval_seconds: evaluating.elapsed().as_secs_f64(), ..RunTimings::default() };
@@ -247,12 +254,11 @@ pub async fn run_distributed(
 
     let evaluating = Instant::now();
     let (confusion, model) = match (model, ensemble) {
-        (Some(Trained::Tree(tree)), _) => (dispatcher.evaluate(Model::Tree(&tree)).await?, Trained::Tree(tree)),
-        (Some(Trained::Forest(forest)), _) => (dispatcher.evaluate(Model::Forest(&forest)).await?, Trained::Forest(forest)),
-        (_, Some(trees)) => {
+        (Some(model), _) => (dispatcher.evaluate(model.scorer()?).await?, model),
+        (None, Some(trees)) => {
             (crate::ensemble::evaluate(&mut dispatcher, &trees).await?, Trained::Ensemble(crate::ensemble::model_values(&trees)?))
         }
-        _ => return Err(DriverError::Internal("no model trained".into())),
+        (None, None) => return Err(DriverError::Internal("no model trained".into())),
     };
     let eval_seconds = evaluating.elapsed().as_secs_f64();
     metrics.phase("evaluate", eval_seconds);
