@@ -6,12 +6,14 @@
 //! 2. For each open node of the current depth, in ascending node id, find the best split
 //!    (see `split`). A node with no valid split, a pure node, or one too small to split stays a
 //!    leaf. Children get the next free ids, in that same order, so ids never depend on timing.
-//! 3. Send the level's decisions to the source, which routes its rows to the children. The
-//!    decisions form one log; their position in it makes a retried or replayed request safe.
-//! 4. Children that may split again need histograms. For each split whose children both need
+//! 3. Children that may split again need histograms. For each split whose children both need
 //!    one, only the smaller child (fewer rows, by the global counts; left on ties) is built and
-//!    the larger is derived as parent minus smaller. Requests are batched so that one batch of
-//!    histograms fits `max_memory_mb`.
+//!    the larger is derived as parent minus smaller.
+//! 4. Send the decisions with a child that needs a histogram to the source, which routes its
+//!    rows to the children (rows that reach only final leaves are never read again, so the last
+//!    level routes nothing). The decisions form one log; their position in it makes a retried or
+//!    replayed request safe. Then ask for the histograms, batched so that one batch fits
+//!    `max_memory_mb`.
 //! 5. Repeat from 2 with the children until `max_depth`.
 //!
 //! A random forest runs the same steps for all its trees at once (`grow_forest`): tree `t`'s root
@@ -152,11 +154,7 @@ pub fn grow_forest<S: StatsSource>(
             on_level(&LevelDone { depth, splits: 0, open_nodes_next: 0 });
             break;
         }
-        // 3. Route rows.
-        source.apply_splits(log_len, &decisions)?;
-        log_len += decisions.len();
-
-        // 4. Plan which children to build and which to derive.
+        // 3. Plan which children to build and which to derive.
         let node = |id: NodeId| {
             let place = places[id.index()];
             &trees[place.tree][place.local.index()]
@@ -179,6 +177,16 @@ pub fn grow_forest<S: StatsSource>(
             }
             plans.push(plan);
         }
+
+        // 4. Route the rows of the splits whose children need a histogram; rows whose children
+        //    are all final leaves (the last level, pure or small nodes) are never read again.
+        let routed: Vec<SplitDecision> =
+            decisions.iter().zip(&plans).filter(|(_, plan)| !matches!(plan, Plan::Nothing)).map(|(d, _)| *d).collect();
+        if !routed.is_empty() {
+            source.apply_splits(log_len, &routed)?;
+            log_len += routed.len();
+        }
+
         let mut built = fetch(source, &to_build, &layout, params, &mut stats)?.into_iter();
         let mut next = Vec::new();
         for (plan, parent) in plans.into_iter().zip(parents) {

@@ -297,31 +297,41 @@ impl BinnedPartition {
                 continue;
             };
             let sample = &mut self.samples[tree];
-            // Stable partition: left rows compact in place, right rows via scratch.
-            self.scratch.clear();
-            self.scratch_weights.clear();
-            let mut write = range.start;
-            for read in range.clone() {
-                let row = sample.order[read];
-                let goes_left = self.rows[row as usize * self.stride + feature] <= d.threshold_bin;
-                if let Some(weights) = &mut sample.weights {
-                    if goes_left {
-                        weights[write] = weights[read];
-                    } else {
-                        self.scratch_weights.push(weights[read]);
+            let (rows, stride) = (&self.rows, self.stride);
+            let goes_left = |row: u32| usize::from(rows[row as usize * stride + feature] <= d.threshold_bin);
+            // Stable partition without branches (which side a row goes is a coin flip to the
+            // branch predictor): each row is written both to the left run, compacting in place,
+            // and to scratch, and only the cursor of its side advances. Weights move alike.
+            let len = range.len();
+            self.scratch.resize(len, 0);
+            let (mut write, mut right) = (range.start, 0);
+            match &mut sample.weights {
+                None => {
+                    for read in range.clone() {
+                        let row = sample.order[read];
+                        let left = goes_left(row);
+                        sample.order[write] = row;
+                        self.scratch[right] = row;
+                        write += left;
+                        right += 1 - left;
                     }
                 }
-                if goes_left {
-                    sample.order[write] = row;
-                    write += 1;
-                } else {
-                    self.scratch.push(row);
+                Some(weights) => {
+                    self.scratch_weights.resize(len, 0);
+                    for read in range.clone() {
+                        let (row, weight) = (sample.order[read], weights[read]);
+                        let left = goes_left(row);
+                        sample.order[write] = row;
+                        weights[write] = weight;
+                        self.scratch[right] = row;
+                        self.scratch_weights[right] = weight;
+                        write += left;
+                        right += 1 - left;
+                    }
+                    weights[write..range.end].copy_from_slice(&self.scratch_weights[..right]);
                 }
             }
-            sample.order[write..range.end].copy_from_slice(&self.scratch);
-            if let Some(weights) = &mut sample.weights {
-                weights[write..range.end].copy_from_slice(&self.scratch_weights);
-            }
+            sample.order[write..range.end].copy_from_slice(&self.scratch[..right]);
             self.node_rows.insert(d.left, (tree, range.start..write));
             self.node_rows.insert(d.right, (tree, write..range.end));
         }
