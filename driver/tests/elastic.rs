@@ -87,14 +87,13 @@ fn executors_join_a_running_job_and_the_model_is_unchanged() {
     let data = data_args();
     args.extend(data.iter().map(String::as_str));
     let mut late = Vec::new();
-    let (status, log) = driver_with_trigger(&args, |line| {
-        if line.contains("tree level done") && line.contains("depth=0") {
+    let (status, log) = driver_with_trigger(
+        &args,
+        after_level(0, || {
             late.push(start_registered(&hosts[1], port, "executor-b", &SLOW));
             late.push(start_registered(&hosts[2], port, "executor-c", &SLOW));
-            return true;
-        }
-        false
-    });
+        }),
+    );
     assert!(status.success(), "{log}");
     let report = report(&out);
     let run = &report["runs"][0];
@@ -134,14 +133,13 @@ fn sigterm_decommissions_an_executor_without_a_failure() {
     let data = data_args();
     args.extend(data.iter().map(String::as_str));
     let mut signalled = None;
-    let (status, log) = driver_with_trigger(&args, |line| {
-        if line.contains("tree level done") && line.contains("depth=1") {
+    let (status, log) = driver_with_trigger(
+        &args,
+        after_level(1, || {
             executors[1].signal("-TERM");
             signalled = Some(Instant::now());
-            return true;
-        }
-        false
-    });
+        }),
+    );
     assert!(status.success(), "{log}");
     let exit = wait_exit(&mut executors[1], Duration::from_secs(30)).expect("the executor exits within its grace period");
     assert!(exit.success(), "a decommissioned executor exits 0, got {exit}");

@@ -103,16 +103,7 @@ fn predict_scores_a_file_with_the_saved_model() {
     let model = train.join("models/model-in-process-r1.json");
     let scored = tmp.path().join("scored.csv");
     let data = fixture("flights-jan.jsonl.bz2");
-    let out = driver(&[
-        "predict",
-        "--quiet",
-        "--model",
-        model.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        scored.to_str().unwrap(),
-    ]);
+    let out = predict(&model, &data, &scored);
     assert_ok(&out);
     let printed = stdout(&out);
     assert!(printed.contains("scored 3000 rows"), "{printed}");

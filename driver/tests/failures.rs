@@ -29,13 +29,7 @@ fn killed_executor_is_replaced_and_the_model_is_unchanged() {
     let out = tmp.path().join("run");
     let addrs = addrs(&executors);
     let args = ["train", "--executors", "3", "--executor-addrs", &addrs, "--out", out.to_str().unwrap()];
-    let (status, log) = driver_with_trigger(&args, |line| {
-        if line.contains("tree level done") && line.contains("depth=1") {
-            executors[1].signal("-KILL");
-            return true;
-        }
-        false
-    });
+    let (status, log) = driver_with_trigger(&args, after_level(1, || executors[1].signal("-KILL")));
     assert!(status.success(), "{log}");
     assert!(log.contains("executor lost; reassigning its partitions"), "{log}");
     let report = report(&out);
@@ -70,13 +64,7 @@ fn silent_executor_is_declared_dead_by_heartbeat() {
         "--heartbeat-timeout-seconds",
         "1",
     ];
-    let (status, log) = driver_with_trigger(&args, |line| {
-        if line.contains("tree level done") && line.contains("depth=0") {
-            executors[0].signal("-STOP");
-            return true;
-        }
-        false
-    });
+    let (status, log) = driver_with_trigger(&args, after_level(0, || executors[0].signal("-STOP")));
     assert!(status.success(), "{log}");
     let report = report(&out);
     let failure = &report["runs"][0]["failures"][0];
@@ -90,13 +78,7 @@ fn losing_every_executor_is_a_clear_error_with_no_output() {
     let executors = slow_executors(1);
     let out = tmp.path().join("run");
     let args = ["train", "--executors", "1", "--executor-addrs", &executors[0].addr, "--out", out.to_str().unwrap()];
-    let (status, log) = driver_with_trigger(&args, |line| {
-        if line.contains("tree level done") && line.contains("depth=0") {
-            executors[0].signal("-KILL");
-            return true;
-        }
-        false
-    });
+    let (status, log) = driver_with_trigger(&args, after_level(0, || executors[0].signal("-KILL")));
     assert!(!status.success());
     let last = log.lines().last().unwrap_or_default();
     assert!(last.starts_with("error: no executor left: all 1 failed"), "{log}");

@@ -65,13 +65,7 @@ fn killed_executor_mid_forest_gives_the_same_forest() {
     let out = tmp.path().join("run");
     let mut args = vec!["train", "--executors", "3", "--executor-addrs", &addrs, "--out", out.to_str().unwrap()];
     args.extend(forest);
-    let (status, log) = driver_with_trigger(&args, |line| {
-        if line.contains("tree level done") && line.contains("depth=1") {
-            executors[1].signal("-KILL");
-            return true;
-        }
-        false
-    });
+    let (status, log) = driver_with_trigger(&args, after_level(1, || executors[1].signal("-KILL")));
     assert!(status.success(), "{log}");
     assert!(log.contains("executor lost; reassigning its partitions"), "{log}");
     assert_eq!(report(&out)["runs"][0]["failures"].as_array().unwrap().len(), 1);
@@ -86,16 +80,7 @@ fn predict_scores_a_file_with_a_forest() {
     let model = train.join("models/model-in-process-r1.json");
     let scored = tmp.path().join("scored.csv");
     let data = fixture("flights-jan.jsonl.bz2");
-    let out = driver(&[
-        "predict",
-        "--quiet",
-        "--model",
-        model.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        scored.to_str().unwrap(),
-    ]);
+    let out = predict(&model, &data, &scored);
     assert_ok(&out);
     let printed = stdout(&out);
     assert!(printed.contains("scored 3000 rows"), "{printed}");

@@ -150,6 +150,24 @@ pub fn driver_with_trigger(args: &[&str], mut on_line: impl FnMut(&str) -> bool)
     (status, log)
 }
 
+/// A trigger for [`driver_with_trigger`]: runs `act` once the grower logs tree level `depth` done.
+pub fn after_level(depth: u32, mut act: impl FnMut()) -> impl FnMut(&str) -> bool {
+    let marker = format!("depth={depth}");
+    move |line: &str| {
+        let fire = line.contains("tree level done") && line.contains(&marker);
+        if fire {
+            act();
+        }
+        fire
+    }
+}
+
+/// Scores `data` with the model file `model` into `out` (`canopy-driver predict --quiet`).
+pub fn predict(model: &Path, data: &Path, out: &Path) -> Output {
+    let arg = |p: &Path| p.to_str().expect("utf-8 path").to_string();
+    driver(&["predict", "--quiet", "--model", &arg(model), "--data", &arg(data), "--out", &arg(out)])
+}
+
 /// A free port on 127.0.0.1 (bound, read, released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
