@@ -9,10 +9,6 @@ use common::*;
 /// Test-split confusion matrix of the depth-5 reference tree on the embedded data, seed 42.
 const EXPECTED_CONFUSION: [[u64; 4]; 4] = [[9885, 7072, 1107, 1], [6507, 9958, 3098, 16], [3797, 5599, 7253, 643], [408, 531, 2255, 7410]];
 
-fn model_bytes(dir: &std::path::Path, name: &str) -> Vec<u8> {
-    std::fs::read(dir.join("models").join(name)).unwrap()
-}
-
 #[test]
 fn same_model_on_1_2_3_4_executors_and_in_process_with_exact_metrics() {
     let tmp = tempfile::tempdir().unwrap();

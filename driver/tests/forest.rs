@@ -11,10 +11,6 @@ use common::*;
 const EXPECTED_CONFUSION: [[u64; 4]; 4] =
     [[9013, 8087, 953, 12], [5614, 10984, 2890, 91], [3415, 6023, 6196, 1658], [375, 548, 1480, 8201]];
 
-fn forest_model(dir: &std::path::Path, name: &str) -> Vec<u8> {
-    std::fs::read(dir.join("models").join(name)).unwrap()
-}
-
 #[test]
 fn same_forest_on_1_2_4_8_executors_and_in_process_with_exact_metrics() {
     let tmp = tempfile::tempdir().unwrap();
@@ -22,9 +18,9 @@ fn same_forest_on_1_2_4_8_executors_and_in_process_with_exact_metrics() {
     assert_ok(&driver(&["scale", "--mode", "forest", "--executors", "1,2,4,8", "--quiet", "--out", sweep.to_str().unwrap()]));
     assert_ok(&driver(&["train", "--mode", "forest", "--in-process", "--quiet", "--out", local.to_str().unwrap()]));
 
-    let reference = forest_model(&local, "model-in-process-r1.json");
+    let reference = model_bytes(&local, "model-in-process-r1.json");
     for n in [1, 2, 4, 8] {
-        assert!(forest_model(&sweep, &format!("model-e{n}-r1.json")) == reference, "forest with {n} executors differs");
+        assert!(model_bytes(&sweep, &format!("model-e{n}-r1.json")) == reference, "forest with {n} executors differs");
     }
     let report = report(&sweep);
     assert_eq!(report["mode"], "forest");
@@ -69,7 +65,7 @@ fn killed_executor_mid_forest_gives_the_same_forest() {
     assert!(status.success(), "{log}");
     assert!(log.contains("executor lost; reassigning its partitions"), "{log}");
     assert_eq!(report(&out)["runs"][0]["failures"].as_array().unwrap().len(), 1);
-    assert!(forest_model(&out, "model-e3-r1.json") == forest_model(&local, "model-in-process-r1.json"), "forest changed after the failure");
+    assert!(model_bytes(&out, "model-e3-r1.json") == model_bytes(&local, "model-in-process-r1.json"), "forest changed after the failure");
 }
 
 #[test]

@@ -162,6 +162,11 @@ pub fn after_level(depth: u32, mut act: impl FnMut()) -> impl FnMut(&str) -> boo
     }
 }
 
+/// The bytes of model file `name` in a run's output directory `dir`.
+pub fn model_bytes(dir: &Path, name: &str) -> Vec<u8> {
+    std::fs::read(dir.join("models").join(name)).expect("model file readable")
+}
+
 /// Scores `data` with the model file `model` into `out` (`canopy-driver predict --quiet`).
 pub fn predict(model: &Path, data: &Path, out: &Path) -> Output {
     let arg = |p: &Path| p.to_str().expect("utf-8 path").to_string();
