@@ -312,7 +312,7 @@ impl Executor for ExecutorService {
         let partitions = named(&r.partitions)?;
         self.answer(r.job_id, "evaluate", "evaluate", move |job| {
             let (features, classes) = (job.edges.num_features(), job.num_classes);
-            let confusion = match (job.forest_trees, r.forest.is_empty()) {
+            let confusion = match (job.stats.forest_trees(), r.forest.is_empty()) {
                 (None, true) => job.stats.confusion_of(&partitions, Model::Tree(&tree_from_wire(&r.nodes, features, classes)?))?,
                 (Some(_), false) if r.nodes.is_empty() => {
                     job.stats.confusion_of(&partitions, Model::Forest(&forest_from_wire(&r.forest, features, classes)?))?

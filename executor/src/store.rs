@@ -20,8 +20,6 @@ pub struct Job {
     pub stats: LocalStats,
     /// Raw values, in ensemble mode only.
     pub ensemble: Option<EnsembleRows>,
-    /// A forest's number of trees; `None` in exact and ensemble mode.
-    pub forest_trees: Option<u32>,
     pub counters: JobCounters,
 }
 
@@ -49,9 +47,9 @@ impl JobCounters {
 impl Job {
     pub fn new(id: String, edges: BinEdges, num_classes: usize, kind: JobKind) -> Self {
         let layout = HistogramLayout::new(&edges, num_classes);
-        let (stats, forest_trees) = match &kind {
-            JobKind::Forest(plan) => (LocalStats::for_plan(layout, plan), Some(plan.num_trees)),
-            JobKind::Exact | JobKind::Ensemble => (LocalStats::new(layout), None),
+        let stats = match &kind {
+            JobKind::Forest(plan) => LocalStats::for_plan(layout, plan),
+            JobKind::Exact | JobKind::Ensemble => LocalStats::new(layout),
         };
         Job {
             id,
@@ -59,7 +57,6 @@ impl Job {
             num_classes,
             stats,
             ensemble: (kind == JobKind::Ensemble).then(EnsembleRows::default),
-            forest_trees,
             counters: JobCounters::default(),
         }
     }
@@ -103,7 +100,7 @@ impl Job {
     /// memory budget.
     pub fn bytes_per_row(&self) -> (u64, u64) {
         let features = self.edges.num_features() as u64;
-        match (&self.ensemble, self.forest_trees) {
+        match (&self.ensemble, self.stats.forest_trees()) {
             (Some(_), _) => (8 * features + 1, 9 * features + 6),
             (None, Some(trees)) => (features + 9, features + 9 + 5 * u64::from(trees)),
             (None, None) => (features + 1, features + 5),

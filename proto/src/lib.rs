@@ -7,7 +7,9 @@ use std::fmt;
 
 use canopy_tree::forest::MAX_TREES;
 use canopy_tree::model::Split;
-use canopy_tree::{BinEdges, FeatureBins, Forest, ForestPlan, Impurity, Node, NodeId, PartitionId, Role, RowSampler, SplitDecision, Tree};
+use canopy_tree::{
+    BinEdges, FeatureBins, FeatureSubset, Forest, ForestParams, ForestPlan, Impurity, Node, NodeId, PartitionId, Role, SplitDecision, Tree,
+};
 use thiserror::Error;
 
 #[allow(clippy::all, clippy::unwrap_used)]
@@ -256,11 +258,14 @@ pub fn forest_plan_to_wire(plan: &ForestPlan) -> Option<v1::ForestSampling> {
 
 /// What an executor needs of a forest's plan: its trees and its row sampler, checked.
 pub fn forest_plan_from_wire(sampling: &v1::ForestSampling, num_features: usize) -> Result<ForestPlan, WireError> {
-    if !(1..=MAX_TREES).contains(&sampling.num_trees) {
-        return Err(WireError::Tree(canopy_tree::TreeError::InvalidNumTrees { max: MAX_TREES, found: sampling.num_trees }));
-    }
-    let sampler = RowSampler::new(sampling.seed, sampling.subsampling_rate, sampling.bootstrap)?;
-    Ok(ForestPlan { num_trees: sampling.num_trees, features_per_node: num_features, seed: sampling.seed, sampler: Some(sampler) })
+    // The driver's own checks (`ForestParams::plan`); executors never draw feature subsets.
+    let params = ForestParams {
+        num_trees: sampling.num_trees,
+        feature_subset_strategy: FeatureSubset::All,
+        subsampling_rate: sampling.subsampling_rate,
+        bootstrap: sampling.bootstrap,
+    };
+    Ok(params.plan(sampling.seed, num_features)?)
 }
 
 #[cfg(test)]

@@ -74,6 +74,11 @@ impl LocalStats {
         stats
     }
 
+    /// A forest's number of trees; `None` for one tree on every row.
+    pub fn forest_trees(&self) -> Option<u32> {
+        self.forest.as_ref().map(|(num_trees, _)| *num_trees)
+    }
+
     pub fn layout(&self) -> &HistogramLayout {
         &self.layout
     }
@@ -198,18 +203,25 @@ mod tests {
         Data { columns, labels, edges }
     }
 
-    /// Trains with the rows dealt round-robin into `parts` partitions.
-    fn train(d: &Data, parts: usize, params: &ValidTreeParams) -> Tree {
-        let partitions = (0..parts)
+    /// The rows dealt round-robin into `parts` training partitions, each row numbered from 1 in
+    /// `d`'s order.
+    fn dealt(d: &Data, parts: usize) -> Vec<(PartitionId, BinnedPartition)> {
+        (0..parts)
             .map(|p| {
-                let id = PartitionId::train(p as u32);
                 let rows: Vec<usize> = (p..d.labels.len()).step_by(parts).collect();
                 let cols: Vec<Vec<f64>> = d.columns.iter().map(|c| rows.iter().map(|&r| c[r]).collect()).collect();
                 let refs: Vec<&[f64]> = cols.iter().map(Vec::as_slice).collect();
-                (id, BinnedPartition::from_columns(&refs, rows.iter().map(|&r| d.labels[r]).collect(), &d.edges, 3).expect("valid"))
+                let partition = BinnedPartition::from_columns(&refs, rows.iter().map(|&r| d.labels[r]).collect(), &d.edges, 3)
+                    .and_then(|b| b.with_row_numbers(rows.iter().map(|&r| r as u64 + 1).collect()))
+                    .expect("valid");
+                (PartitionId::train(p as u32), partition)
             })
-            .collect::<Vec<_>>();
-        let mut source = LocalStats::with_partitions(HistogramLayout::new(&d.edges, 3), partitions);
+            .collect()
+    }
+
+    /// Trains with the rows dealt round-robin into `parts` partitions.
+    fn train(d: &Data, parts: usize, params: &ValidTreeParams) -> Tree {
+        let mut source = LocalStats::with_partitions(HistogramLayout::new(&d.edges, 3), dealt(d, parts));
         grow_tree(&mut source, &d.edges, 3, params, |_| {}).expect("grows").0
     }
 
@@ -283,19 +295,12 @@ mod tests {
         }
     }
 
-    /// Grows a forest with the rows dealt round-robin into `parts` partitions; rows are
-    /// numbered from 1 in `d`'s order.
+    /// Grows a forest with the rows dealt round-robin into `parts` partitions.
     fn train_forest(d: &Data, parts: usize, params: &ValidTreeParams, forest: &ForestParams) -> Vec<Tree> {
         let plan = forest.plan(11, d.edges.num_features()).expect("valid");
         let mut source = LocalStats::for_plan(HistogramLayout::new(&d.edges, 3), &plan);
-        for p in 0..parts {
-            let rows: Vec<usize> = (p..d.labels.len()).step_by(parts).collect();
-            let cols: Vec<Vec<f64>> = d.columns.iter().map(|c| rows.iter().map(|&r| c[r]).collect()).collect();
-            let refs: Vec<&[f64]> = cols.iter().map(Vec::as_slice).collect();
-            let partition = BinnedPartition::from_columns(&refs, rows.iter().map(|&r| d.labels[r]).collect(), &d.edges, 3)
-                .and_then(|b| b.with_row_numbers(rows.iter().map(|&r| r as u64 + 1).collect()))
-                .expect("valid");
-            source.insert(PartitionId::train(p as u32), partition).expect("new");
+        for (id, partition) in dealt(d, parts) {
+            source.insert(id, partition).expect("new");
         }
         grow_forest(&mut source, &d.edges, 3, params, &plan, |_| {}).expect("grows").0
     }
