@@ -6,10 +6,16 @@ Carrier, Origin, Dest, Route, a seeded 80/20 split; trains one depth-5 tree (32 
 tool bins), or with `forest` a random forest of 20 depth-5 trees (sqrt of the features at each
 node, bootstrap), on DepDelay, Distance, DayOfMonth, DayOfWeek, DayOfYear and the four indexes;
 and scores the test split. Prints one JSON line: train_seconds (the training call only, binning
-included for LightGBM and XGBoost), e2e_seconds (process start to metrics), accuracy and
-Spark-style weighted precision / recall / F1.
+included for LightGBM and XGBoost), prepare_seconds (the file to the split numpy arrays, imports
+excluded), e2e_seconds (process start to metrics), accuracy and Spark-style weighted precision /
+recall / F1.
+
+Tools: sklearn, lightgbm, xgboost (pandas preparation), lightgbm-polars (the same LightGBM
+training on a Polars lazy preparation with POLARS_MAX_THREADS = THREADS; the same rows, features,
+indexes and split as the pandas preparation, so the same metrics), spark.
 """
 import json
+import os
 import sys
 import time
 
@@ -17,6 +23,8 @@ START = time.perf_counter()
 
 FEATURES = ["DepDelay", "Distance", "DayOfMonth", "DayOfWeek", "DayOfYear",
             "Carrier_index", "Origin_index", "Dest_index", "Route_index"]
+COLUMNS = ["ArrDelay", "DepDelay", "Distance", "DayOfMonth", "DayOfWeek", "DayOfYear", "Carrier", "Origin", "Dest"]
+CATEGORIES = ["Carrier", "Origin", "Dest", "Route"]
 
 
 def weighted_metrics(y_true, y_pred):
@@ -27,17 +35,54 @@ def weighted_metrics(y_true, y_pred):
 
 
 def prepare(path):
+    """The pandas preparation: (X, y, X_test, y_test, seconds from the file to these arrays)."""
     import numpy as np
     import pandas as pd
-    cols = ["ArrDelay", "DepDelay", "Distance", "DayOfMonth", "DayOfWeek", "DayOfYear", "Carrier", "Origin", "Dest"]
-    df = pd.read_parquet(path, columns=cols).dropna(subset=["ArrDelay", "DepDelay"])
+    t = time.perf_counter()
+    df = pd.read_parquet(path, columns=COLUMNS).dropna(subset=["ArrDelay", "DepDelay"])
     df["Route"] = df["Origin"] + "-" + df["Dest"]
-    for c in ["Carrier", "Origin", "Dest", "Route"]:
+    for c in CATEGORIES:
         counts = df[c].value_counts()
         order = sorted(counts.index, key=lambda v: (-counts[v], v))
         df[c + "_index"] = df[c].map({v: i for i, v in enumerate(order)}).astype("float64")
     y = np.digitize(df["ArrDelay"].to_numpy(), [-15.0, 0.0, 30.0]).astype("int32")
     X = df[FEATURES].to_numpy(dtype="float64")
+    return split(X, y) + (time.perf_counter() - t,)
+
+
+def prepare_polars(path, threads):
+    """The same preparation with Polars: one lazy query from the Parquet scan to the feature and
+    label columns, then the same numpy split. The rows keep file order (the split depends on it);
+    each index is the rank of a value by count descending, then value ascending (byte order, which
+    is Python's string order), as in `prepare`; nulls get no index (NaN), as there."""
+    # Polars sizes its thread pool when it is imported.
+    os.environ["POLARS_MAX_THREADS"] = str(threads)
+    import numpy  # noqa: F401 (imported before the clock starts, as in `prepare`)
+    import polars as pl
+    t = time.perf_counter()
+    kept = [pl.col(c).is_not_null() & pl.col(c).is_not_nan() for c in ("ArrDelay", "DepDelay")]
+    base = (pl.scan_parquet(path).select(COLUMNS).filter(*kept)
+            .with_columns(Route=pl.concat_str([pl.col("Origin"), pl.lit("-"), pl.col("Dest")])))
+    lf = base
+    for c in CATEGORIES:
+        index = (base.group_by(c).len().drop_nulls(c)
+                 .sort(["len", c], descending=[True, False])
+                 .with_row_index(c + "_index")
+                 .select(c, pl.col(c + "_index").cast(pl.Float64)))
+        lf = lf.join(index, on=c, how="left", maintain_order="left")
+    arr = pl.col("ArrDelay")
+    # np.digitize(ArrDelay, [-15, 0, 30]): the number of edges at or below the value.
+    label = ((arr >= -15.0).cast(pl.Int32) + (arr >= 0.0).cast(pl.Int32) + (arr >= 30.0).cast(pl.Int32)).alias("label")
+    df = lf.select([pl.col(f).cast(pl.Float64) for f in FEATURES] + [label]).collect()
+    X = df.select(FEATURES).to_numpy()
+    y = df["label"].to_numpy()
+    del df
+    return split(X, y) + (time.perf_counter() - t,)
+
+
+def split(X, y):
+    """The seeded 80/20 split of every Python tool: (X, y, X_test, y_test)."""
+    import numpy as np
     rng = np.random.default_rng(42)
     test = rng.random(len(y)) < 0.2
     return X[~test], y[~test], X[test], y[test]
@@ -54,17 +99,22 @@ def main():
     forest = len(sys.argv) > 4 and sys.argv[4] == "forest"
     if tool == "spark":
         return spark(path, threads, forest)
-    X, y, Xt, yt = prepare(path)
+    if tool == "lightgbm-polars":
+        X, y, Xt, yt, prep = prepare_polars(path, threads)
+        learner = "lightgbm"
+    else:
+        X, y, Xt, yt, prep = prepare(path)
+        learner = tool
     if forest:
-        train, pred = train_forest(tool, threads, X, y, Xt)
-    elif tool == "sklearn":
+        train, pred = train_forest(learner, threads, X, y, Xt)
+    elif learner == "sklearn":
         from sklearn.tree import DecisionTreeClassifier
         model = DecisionTreeClassifier(max_depth=5, random_state=42)
         t = time.perf_counter()
         model.fit(X, y)
         train = time.perf_counter() - t
         pred = model.predict(Xt)
-    elif tool == "lightgbm":
+    elif learner == "lightgbm":
         import lightgbm as lgb
         params = {"objective": "multiclass", "num_class": 4, "max_depth": 5, "num_leaves": 32, "max_bin": 32,
                   "learning_rate": 1.0, "min_data_in_leaf": 1, "min_sum_hessian_in_leaf": 0.0,
@@ -73,7 +123,7 @@ def main():
         booster = lgb.train(params, lgb.Dataset(X, y, params={"max_bin": 32, "verbose": -1}), num_boost_round=1)
         train = time.perf_counter() - t
         pred = booster.predict(Xt).argmax(axis=1)
-    elif tool == "xgboost":
+    elif learner == "xgboost":
         import xgboost as xgb
         params = {"tree_method": "hist", "max_depth": 5, "max_bin": 32, "objective": "multi:softmax",
                   "num_class": 4, "eta": 1.0, "nthread": threads, "seed": 42}
@@ -83,7 +133,7 @@ def main():
         pred = booster.predict(xgb.DMatrix(Xt, nthread=threads)).astype("int32")
     else:
         raise SystemExit(f"unknown tool {tool}")
-    out = {"tool": tool, "train_seconds": train, "e2e_seconds": time.perf_counter() - START}
+    out = {"tool": tool, "train_seconds": train, "prepare_seconds": prep, "e2e_seconds": time.perf_counter() - START}
     out.update(weighted_metrics(yt, pred))
     print(json.dumps(out))
 
