@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: installs the tools the tests use when they are missing (Debian's
 # prometheus and prometheus-pushgateway, podman with runc, netavark and aardvark-dns;
-# dashboards/check.sh and helm/check.sh fetch their npm and PyPI tools), checks formatting and
+# dashboards/check.sh and helm/check.sh fetch their npm and PyPI tools, and moto's S3 server comes
+# from PyPI into target/tools/moto), checks formatting and
 # lints (rustfmt, clippy -D warnings), runs `cargo test --workspace`, the offline dashboard
 # checks, then the chart and image checks (helm/check.sh: the binaries just built, in containers).
 set -euo pipefail
@@ -21,6 +22,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+# moto's S3 API server for the remote-data tests (driver/tests/remote.rs), from PyPI.
+moto=target/tools/moto
+if [ ! -x "$moto/bin/moto_server" ]; then
+  python3 -m venv "$moto"
+  "$moto/bin/pip" install --quiet 'moto[server]==5.2.5'
+fi
+export CANOPY_MOTO_SERVER="$PWD/$moto/bin/moto_server"
 
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT

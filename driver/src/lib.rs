@@ -22,6 +22,7 @@ pub mod model;
 pub mod output;
 pub mod plot;
 pub mod predict;
+pub mod progress;
 pub mod registry;
 pub mod report;
 pub mod results;

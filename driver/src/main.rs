@@ -277,6 +277,7 @@ impl RunArgs {
     /// Checks everything, runs `plan` and prints the table.
     async fn run(&self, plan: impl FnOnce(&Self) -> anyhow::Result<Plan>) -> anyhow::Result<()> {
         canopy_runtime::init_tracing(self.quiet);
+        canopy_driver::progress::init(self.quiet);
         let exp = self.experiment.experiment()?;
         let plan = plan(self)?;
         let linger = if self.linger_seconds == 0.0 { Duration::ZERO } else { seconds("linger-seconds", self.linger_seconds)? };
@@ -416,6 +417,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Predict(a) => {
             canopy_runtime::init_tracing(a.quiet);
+            canopy_driver::progress::init(a.quiet);
             let scored = canopy_driver::predict::predict(&a.model, &a.data, &a.out).await?;
             emit(&format!("scored {} rows into {}", scored.rows, a.out.display()))?;
             if let Some(m) = scored.metrics {
@@ -447,7 +449,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Probe(a) => {
             for url in &a.urls {
-                let (status, _) = canopy_driver::http::send(hyper::Method::GET, url, "", "text/plain", Vec::new())
+                let (status, _) = canopy_driver::http::send(canopy_driver::http::Method::GET, url, "", "text/plain", Vec::new())
                     .await
                     .map_err(|e| anyhow::anyhow!("probe {url}: {e}"))?;
                 anyhow::ensure!(status == 200, "probe {url}: HTTP {status}, expected 200");

@@ -294,7 +294,7 @@ impl Observability {
 /// `PUT {url}/metrics/job/{job}` with the text format: the Pushgateway's replace-all push.
 pub async fn push(url: &str, job: &str, body: Vec<u8>) -> std::result::Result<(), String> {
     let path = format!("/metrics/job/{job}");
-    let (status, _) = crate::http::send(hyper::Method::PUT, url, &path, prometheus::TEXT_FORMAT, body).await?;
+    let (status, _) = crate::http::send(crate::http::Method::PUT, url, &path, prometheus::TEXT_FORMAT, body).await?;
     if !(200..300).contains(&status) {
         return Err(format!("the Pushgateway answered HTTP {status}"));
     }

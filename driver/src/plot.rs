@@ -113,7 +113,7 @@ pub fn runs_svg(points: &[RunPoint], source: &str) -> Result<String> {
 async fn by_executors(prometheus: &str, expr: &str) -> Result<BTreeMap<usize, f64>> {
     let path = format!("/api/v1/query?query={}", encode(expr));
     let failed = |reason: String| DriverError::Unreachable { addr: prometheus.to_string(), reason };
-    let (status, body) = crate::http::send(hyper::Method::GET, prometheus, &path, "text/plain", Vec::new()).await.map_err(failed)?;
+    let (status, body) = crate::http::send(crate::http::Method::GET, prometheus, &path, "text/plain", Vec::new()).await.map_err(failed)?;
     let answer: Value = serde_json::from_slice(&body).map_err(|e| failed(format!("answer is not JSON: {e}")))?;
     if status != 200 || answer["status"] != "success" {
         return Err(failed(format!("query {expr} failed with HTTP {status}: {}", answer["error"])));

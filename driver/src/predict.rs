@@ -7,10 +7,12 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch, StringArray, UInt32Array, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema};
+use canopy_proto::partition::FeatureColumns;
 use canopy_tree::{ClassificationMetrics, ConfusionMatrix};
 use datafusion::parquet::arrow::ArrowWriter;
 
-use crate::data::features::load;
+use crate::data::features::{Chunk, Pipeline, Values};
+use crate::data::scan::Source;
 use crate::error::{DriverError, Result};
 use crate::model::ModelFile;
 use crate::output::write_atomically;
@@ -28,9 +30,8 @@ pub async fn predict(model_path: &Path, data: &Path, out: &Path) -> Result<Score
         Some("parquet") => false,
         _ => return Err(DriverError::Write { path: out.to_path_buf(), reason: "output must end in .csv or .parquet".into() }),
     };
-    let loaded = load(data, &model.features, false).await?;
-    let featurized = model.encoding.apply(&loaded, &model.features)?;
-    let predictions = scorer.predict(&featurized.columns)?;
+    let (rows, labels, columns) = featurize(data, model).await?;
+    let predictions = scorer.predict(&columns)?;
     let names = &model.encoding.class_names;
     let class_name = |c: u32| names.get(c as usize).cloned().unwrap_or_default();
     let mut fields = vec![
@@ -39,16 +40,16 @@ pub async fn predict(model_path: &Path, data: &Path, out: &Path) -> Result<Score
         Field::new("predicted_class", DataType::Utf8, false),
     ];
     let mut columns: Vec<ArrayRef> = vec![
-        Arc::new(UInt64Array::from(loaded.row_numbers.clone())),
+        Arc::new(UInt64Array::from(rows)),
         Arc::new(UInt32Array::from(predictions.clone())),
         Arc::new(StringArray::from_iter_values(predictions.iter().map(|&c| class_name(c)))),
     ];
-    let metrics = featurized.labels.as_ref().map(|labels| {
+    let metrics = labels.as_ref().map(|labels| {
         let mut cm = ConfusionMatrix::new(names.len());
         labels.iter().zip(&predictions).for_each(|(&a, &p)| cm.add(usize::from(a), p as usize));
         ClassificationMetrics::from_confusion(&cm)
     });
-    if let Some(labels) = &featurized.labels {
+    if let Some(labels) = &labels {
         fields.push(Field::new("label", DataType::UInt32, false));
         fields.push(Field::new("actual_class", DataType::Utf8, false));
         columns.push(Arc::new(UInt32Array::from_iter_values(labels.iter().map(|&l| u32::from(l)))));
@@ -66,4 +67,35 @@ pub async fn predict(model_path: &Path, data: &Path, out: &Path) -> Result<Score
         }
     })?;
     Ok(Scored { rows: predictions.len(), metrics })
+}
+
+/// Row numbers, labels (when the file has them) and raw feature values of every row of `data`
+/// with a label, or of every row when it has none, through the model's feature pipeline.
+async fn featurize(data: &Path, model: &ModelFile) -> Result<(Vec<u64>, Option<Vec<u8>>, Vec<Vec<f64>>)> {
+    let source = Source::open(data).await?;
+    let pipeline = Pipeline::new(data, &source.schema, &model.features, false)?;
+    let bar = crate::progress::bar("reading", source.rows(), "rows");
+    let units = source
+        .for_each(pipeline.columns(), |unit| {
+            let features = pipeline.featurize(unit)?;
+            bar.inc(features.rows_read);
+            let chunks = model.encoding.encode(data, &model.features, &features, Values::Raw, 1, |_| 0)?;
+            Ok((features.rows_read, chunks))
+        })
+        .await?;
+    bar.finish_and_clear();
+    if units.iter().all(|(read, _)| *read == 0) {
+        return Err(DriverError::EmptyDataset { path: data.to_path_buf(), stage: "(the file has no data rows)" });
+    }
+    let mut all = Chunk::new(Values::Raw, model.features.feature_names().len());
+    units.into_iter().flat_map(|(_, chunks)| chunks).for_each(|chunk| all.append(chunk));
+    if pipeline.has_label() && all.rows() == 0 {
+        return Err(DriverError::AllLabelsNull { path: data.to_path_buf(), column: model.features.label.column.clone() });
+    }
+    let Chunk { columns, labels, row_numbers } = all;
+    let columns = match columns {
+        FeatureColumns::Raw(columns) => columns,
+        FeatureColumns::Binned(_) => return Err(DriverError::Internal("scoring needs raw values".into())),
+    };
+    Ok((row_numbers, pipeline.has_label().then_some(labels), columns))
 }

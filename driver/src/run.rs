@@ -76,11 +76,13 @@ fn model_file(prepared: &Prepared, exp: &ValidExperiment, trained: Trained) -> M
     }
 }
 
-/// Progress of the grower: a log line and the split counter, per level.
-fn on_level(metrics: &DriverMetrics) -> impl FnMut(&LevelDone) + Send + 'static {
+/// Progress of the grower: a log line, the split counter and the levels bar, per level.
+fn on_level(metrics: &DriverMetrics, max_depth: u32) -> impl FnMut(&LevelDone) + Send + 'static {
     let nodes_split = metrics.nodes_split.clone();
+    let bar = crate::progress::bar("growing", Some(u64::from(max_depth)), "levels");
     move |level: &LevelDone| {
         nodes_split.inc_by(level.splits as u64);
+        bar.set_position(u64::from(level.depth) + 1);
         info!(depth = level.depth, splits = level.splits, open_next = level.open_nodes_next, "tree level done");
     }
 }
@@ -168,7 +170,7 @@ pub fn run_in_process(prepared: &Prepared, exp: &ValidExperiment, metrics: &Driv
     }
     let ship_seconds = started.elapsed().as_secs_f64();
     let training = Instant::now();
-    let (trees, stats) = grow_forest(&mut source, &prepared.edges, k, &exp.tree, &plan, on_level(metrics))?;
+    let (trees, stats) = grow_forest(&mut source, &prepared.edges, k, &exp.tree, &plan, on_level(metrics, exp.tree.max_depth))?;
     let train_seconds = training.elapsed().as_secs_f64();
     metrics.phase("train", train_seconds);
     let growth = growth_report(&stats, &trees);
@@ -211,6 +213,7 @@ pub async fn run_distributed(
     let shipping = Instant::now();
     info!(executors = initial.len(), partitions = prepared.train.len() + prepared.test.len(), "shipping partitions");
     let plan = growth_plan(&prepared, exp);
+    let bar = crate::progress::bar("shipping", None, "");
     let mut dispatcher = Dispatcher::start(
         prepared.clone(),
         job_id,
@@ -223,6 +226,7 @@ pub async fn run_distributed(
         metrics.clone(),
     )
     .await?;
+    bar.finish_and_clear();
     let ship_seconds = shipping.elapsed().as_secs_f64();
     metrics.phase("ship", ship_seconds);
 
@@ -232,7 +236,7 @@ pub async fn run_distributed(
             let handle = tokio::runtime::Handle::current();
             let layout = HistogramLayout::new(&prepared.edges, k);
             let (edges, params) = (prepared.edges.clone(), exp.tree.clone());
-            let progress = on_level(metrics);
+            let progress = on_level(metrics, exp.tree.max_depth);
             let (dispatcher, grown) = tokio::task::spawn_blocking(move || {
                 let mut remote = RemoteStats { dispatcher, handle, layout };
                 let grown = grow_forest(&mut remote, &edges, k, &params, &plan, progress);

@@ -93,7 +93,7 @@ pub fn check_ipc_message(header: &[u8], body_len: usize) -> Result<(), Partition
     Ok(())
 }
 
-/// Feature values of every loaded row, one vector per feature.
+/// Feature values of rows, one vector per feature.
 pub enum FeatureColumns {
     /// Bins, one byte a value (exact mode).
     Binned(Vec<Vec<u8>>),
@@ -119,30 +119,25 @@ pub fn schema(feature_names: &[String], binned: bool, row_numbers: bool) -> Sche
     Arc::new(Schema::new(fields))
 }
 
-/// One partition's batch: the rows `rows` (indexes into `columns` and `labels`), with their
-/// numbers from `row_numbers` when given.
+/// One partition's batch from its columns, labels and, for forest training, row numbers; the
+/// vectors become the batch's buffers without a copy.
 pub fn encode(
     feature_names: &[String],
-    columns: &FeatureColumns,
-    labels: &[u8],
-    row_numbers: Option<&[u64]>,
-    rows: &[u32],
+    columns: FeatureColumns,
+    labels: Vec<u8>,
+    row_numbers: Option<Vec<u64>>,
 ) -> Result<RecordBatch, PartitionFormatError> {
-    let pick = |r: &u32| *r as usize;
+    let binned = columns.is_binned();
     let mut arrays: Vec<ArrayRef> = match columns {
-        FeatureColumns::Binned(cols) => {
-            cols.iter().map(|c| Arc::new(UInt8Array::from_iter_values(rows.iter().map(|r| c[pick(r)]))) as ArrayRef).collect()
-        }
-        FeatureColumns::Raw(cols) => {
-            cols.iter().map(|c| Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| c[pick(r)]))) as ArrayRef).collect()
-        }
+        FeatureColumns::Binned(cols) => cols.into_iter().map(|c| Arc::new(UInt8Array::from(c)) as ArrayRef).collect(),
+        FeatureColumns::Raw(cols) => cols.into_iter().map(|c| Arc::new(Float64Array::from(c)) as ArrayRef).collect(),
     };
-    arrays.push(Arc::new(UInt8Array::from_iter_values(rows.iter().map(|r| labels[pick(r)]))));
+    arrays.push(Arc::new(UInt8Array::from(labels)));
+    let with_numbers = row_numbers.is_some();
     if let Some(numbers) = row_numbers {
-        arrays.push(Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| numbers[pick(r)]))));
+        arrays.push(Arc::new(UInt64Array::from(numbers)));
     }
-    RecordBatch::try_new(schema(feature_names, columns.is_binned(), row_numbers.is_some()), arrays)
-        .map_err(|e| PartitionFormatError::Arrow(e.to_string()))
+    RecordBatch::try_new(schema(feature_names, binned, with_numbers), arrays).map_err(|e| PartitionFormatError::Arrow(e.to_string()))
 }
 
 /// Raw feature values of a partition, kept only in ensemble mode (linfa fits on raw values).
@@ -241,11 +236,10 @@ mod tests {
     #[test]
     fn binned_and_raw_partitions_round_trip() {
         let names = vec!["x".to_string()];
-        let labels = [1, 0, 1];
-        let raw = encode(&names, &FeatureColumns::Raw(vec![vec![2.0, 0.0, 1.0]]), &labels, None, &[2, 0]).expect("encodes");
+        let raw = encode(&names, FeatureColumns::Raw(vec![vec![1.0, 2.0]]), vec![1, 1], None).expect("encodes");
         let decoded = decode(&[raw], &edges(), 2, true).expect("decodes");
         assert_eq!(decoded.raw, Some(RawRows { values: vec![1.0, 2.0], labels: vec![1, 1] }));
-        let binned = encode(&names, &FeatureColumns::Binned(vec![vec![2, 0, 1]]), &labels, None, &[0, 1, 2]).expect("encodes");
+        let binned = encode(&names, FeatureColumns::Binned(vec![vec![2, 0, 1]]), vec![1, 0, 1], None).expect("encodes");
         assert_eq!(decode(std::slice::from_ref(&binned), &edges(), 2, false).expect("decodes").binned.num_rows(), 3);
         assert_eq!(decode(&[binned], &edges(), 2, true).err(), Some(PartitionFormatError::BinsWithoutValues));
     }
@@ -253,14 +247,14 @@ mod tests {
     #[test]
     fn row_numbers_travel_with_forest_partitions() {
         let names = vec!["x".to_string()];
-        let columns = FeatureColumns::Binned(vec![vec![2, 0, 1]]);
-        let batch = encode(&names, &columns, &[1, 0, 1], Some(&[10, 20, 30]), &[2, 0]).expect("encodes");
+        let columns = || FeatureColumns::Binned(vec![vec![1, 2]]);
+        let batch = encode(&names, columns(), vec![1, 1], Some(vec![30, 10])).expect("encodes");
         assert_eq!(batch.schema().field(2).name(), ROW);
         let plan = canopy_tree::ForestParams { num_trees: 2, ..Default::default() }.plan(1, 1).expect("valid");
         let mut stats = canopy_tree::LocalStats::for_plan(canopy_tree::HistogramLayout::new(&edges(), 2), &plan);
         let decoded = decode(&[batch], &edges(), 2, false).expect("decodes");
         assert_eq!(stats.insert(canopy_tree::PartitionId::train(0), decoded.binned), Ok(()), "row numbers arrived");
-        let without = encode(&names, &columns, &[1, 0, 1], None, &[2, 0]).expect("encodes");
+        let without = encode(&names, columns(), vec![1, 1], None).expect("encodes");
         let decoded = decode(&[without], &edges(), 2, false).expect("decodes");
         let refused = stats.insert(canopy_tree::PartitionId::train(1), decoded.binned);
         assert_eq!(refused, Err(TreeError::MissingRowNumbers));
@@ -269,10 +263,10 @@ mod tests {
     #[test]
     fn wrong_batches_are_named() {
         let other = vec!["y".to_string()];
-        let batch = encode(&other, &FeatureColumns::Binned(vec![vec![0]]), &[0], None, &[0]).expect("encodes");
+        let batch = encode(&other, FeatureColumns::Binned(vec![vec![0]]), vec![0], None).expect("encodes");
         assert_eq!(decode(&[batch], &edges(), 2, false).err(), Some(PartitionFormatError::MissingColumn { column: "x".into() }));
         let names = vec!["x".to_string()];
-        let batch = encode(&names, &FeatureColumns::Binned(vec![vec![3]]), &[0], None, &[0]).expect("encodes");
+        let batch = encode(&names, FeatureColumns::Binned(vec![vec![3]]), vec![0], None).expect("encodes");
         assert!(matches!(decode(&[batch], &edges(), 2, false), Err(PartitionFormatError::Rows(TreeError::BinOutOfRange { bin: 3, .. }))));
     }
 }

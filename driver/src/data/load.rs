@@ -1,6 +1,7 @@
-//! Opening a data file with DataFusion: the format comes from the extension, compression from
-//! an optional `.gz` / `.bz2` suffix. Rows are read in file order (one scan partition) because
-//! the seeded split assigns rows by their position.
+//! Opening a data file with DataFusion (CSV and JSON inputs, and `gen-data`'s source): the
+//! format comes from the extension, compression from an optional `.gz` / `.bz2` suffix. Rows
+//! are read in file order (one scan partition) because the seeded split assigns rows by their
+//! position.
 
 use std::path::{Path, PathBuf};
 
@@ -62,7 +63,7 @@ pub async fn register_source(ctx: &SessionContext, path: &Path) -> Result<()> {
         return Err(unreadable("not a regular file".into()));
     }
     let mut file = std::fs::File::open(path).map_err(|e| unreadable(e.to_string()))?;
-    let (format, compression, suffix) = detect_format(path)?;
+    let (format, _, _) = detect_format(path)?;
     // DataFusion reads an empty file as a table without columns, which would surface as a
     // missing column; say what is wrong instead.
     if meta.len() == 0 {
@@ -73,6 +74,14 @@ pub async fn register_source(ctx: &SessionContext, path: &Path) -> Result<()> {
     }
     let absolute: PathBuf = std::fs::canonicalize(path).map_err(|e| unreadable(e.to_string()))?;
     let location = absolute.to_str().ok_or_else(|| unreadable("path is not valid UTF-8".into()))?;
+    register_url(ctx, path, location).await
+}
+
+/// Registers the file at `location` (an absolute path, or a URL whose object store `ctx` knows)
+/// as [`SOURCE_TABLE`]; errors name `path`.
+pub async fn register_url(ctx: &SessionContext, path: &Path, location: &str) -> Result<()> {
+    let unreadable = |reason: String| DriverError::UnreadableFile { path: path.to_path_buf(), reason };
+    let (format, compression, suffix) = detect_format(path)?;
     let registered = match format {
         Format::Parquet => ctx.register_parquet(SOURCE_TABLE, location, ParquetReadOptions::default().file_extension(&suffix)).await,
         Format::Csv => {
@@ -92,7 +101,7 @@ pub async fn register_source(ctx: &SessionContext, path: &Path) -> Result<()> {
 }
 
 /// A Parquet file starts and ends with "PAR1".
-fn has_parquet_magic(file: &mut std::fs::File, len: u64) -> std::io::Result<bool> {
+pub(super) fn has_parquet_magic(file: &mut std::fs::File, len: u64) -> std::io::Result<bool> {
     use std::io::{Read, Seek, SeekFrom};
     if len < 8 {
         return Ok(false);

@@ -1,0 +1,518 @@
+//! Reading an input file in units, the same way in both passes of preparation. The file is a
+//! local path, a `file://` URL or an object-store URL (s3://, gs://, az://, http(s)://) read with
+//! `object_store`, configured from the environment as its builders document (AWS_*, GOOGLE_*,
+//! AZURE_*).
+//!
+//! A Parquet file is read row group by row group, by every core at once, with the parquet
+//! crate: a row's number is its row group's first row (summed from the footer) plus its offset,
+//! so numbering does not depend on which thread read what. String columns are read as
+//! dictionaries (the generated and embedded files store them dictionary-encoded), so later steps
+//! work on codes. CSV and JSON files are streamed by DataFusion in file order.
+//!
+//! Work on a unit returns a value; `for_each` returns them in file order, whatever ran first.
+
+use std::fs::File;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use bytes::{Buf, Bytes};
+use datafusion::parquet::arrow::ProjectionMask;
+use datafusion::parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+use datafusion::parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+use datafusion::parquet::file::reader::{ChunkReader, Length};
+use datafusion::prelude::SessionContext;
+use futures::StreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::http::HttpBuilder;
+use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, ObjectStoreScheme, RetryConfig};
+use url::Url;
+
+use super::load::{Format, SOURCE_TABLE, detect_format, register_source, register_url, scan_error, session};
+use crate::error::{DriverError, Result};
+
+/// Most rows decoded at once from one row group: bounds the memory of a unit whatever the
+/// file's row group size.
+const UNIT_ROWS: usize = 1 << 18;
+
+/// Rows of the input, numbered from `first_row` (1-based, in file order).
+pub struct Unit {
+    pub first_row: u64,
+    pub batch: RecordBatch,
+}
+
+/// What a file looked like when it was opened; checked again before each pass so a file that
+/// changes between the passes is an error rather than a mixed model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fingerprint {
+    len: u64,
+    /// A local file's modification time, an object's ETag and modification time.
+    version: String,
+}
+
+enum Reader {
+    Parquet { metadata: ArrowReaderMetadata, first_rows: Vec<u64>, rows: u64 },
+    Stream { ctx: SessionContext },
+}
+
+/// Where the input lives.
+enum Location {
+    Local(PathBuf),
+    Remote(Remote),
+}
+
+impl Location {
+    fn of(data: &Path) -> Result<Location> {
+        let text = data.to_string_lossy();
+        if !text.contains("://") {
+            return Ok(Location::Local(data.to_path_buf()));
+        }
+        let bad = |reason: String| DriverError::UnreadableFile { path: data.to_path_buf(), reason };
+        let url = Url::parse(&text).map_err(|e| bad(format!("not a URL: {e}")))?;
+        if url.scheme() == "file" {
+            return url.to_file_path().map(Location::Local).map_err(|()| bad("a file:// URL must hold an absolute local path".into()));
+        }
+        let unsupported =
+            || bad(format!("{}:// URLs are not supported; use a path, file://, s3://, gs://, az:// or http(s)://", url.scheme()));
+        let (scheme, object) = ObjectStoreScheme::parse(&url).map_err(|_| unsupported())?;
+        let built = match scheme {
+            ObjectStoreScheme::AmazonS3 => {
+                AmazonS3Builder::from_env().with_url(url.as_str()).with_retry(retry()).build().map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
+            }
+            ObjectStoreScheme::GoogleCloudStorage => GoogleCloudStorageBuilder::from_env()
+                .with_url(url.as_str())
+                .with_retry(retry())
+                .build()
+                .map(|s| Arc::new(s) as Arc<dyn ObjectStore>),
+            ObjectStoreScheme::MicrosoftAzure => MicrosoftAzureBuilder::from_env()
+                .with_url(url.as_str())
+                .with_retry(retry())
+                .build()
+                .map(|s| Arc::new(s) as Arc<dyn ObjectStore>),
+            ObjectStoreScheme::Http => {
+                // An http:// URL asks for plain HTTP; object_store refuses it unless allowed.
+                let options = ClientOptions::new().with_allow_http(url.scheme() == "http");
+                HttpBuilder::new()
+                    .with_url(&url[..url::Position::BeforePath])
+                    .with_client_options(options)
+                    .with_retry(retry())
+                    .build()
+                    .map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
+            }
+            _ => return Err(unsupported()),
+        };
+        let store = built.map_err(|e| bad(remote_error(&e)))?;
+        Ok(Location::Remote(Remote { url, store, object, fetcher: OnceLock::new() }))
+    }
+
+    async fn fingerprint(&self, path: &Path) -> Result<Fingerprint> {
+        let unreadable = |reason: String| DriverError::UnreadableFile { path: path.to_path_buf(), reason };
+        match self {
+            Location::Local(file) => {
+                let meta = std::fs::metadata(file).map_err(|e| unreadable(e.to_string()))?;
+                let modified = meta.modified().ok().and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok());
+                Ok(Fingerprint { len: meta.len(), version: format!("{modified:?}") })
+            }
+            Location::Remote(remote) => {
+                let meta = remote.store.head(&remote.object).await.map_err(|e| unreadable(remote_error(&e)))?;
+                Ok(Fingerprint { len: meta.size, version: format!("{:?} {}", meta.e_tag, meta.last_modified) })
+            }
+        }
+    }
+}
+
+/// Retries of a failed request to an object store: a few, within 30 s, so that a wrong endpoint
+/// or a missing object fails the job quickly (object_store's default waits up to 3 minutes).
+fn retry() -> RetryConfig {
+    RetryConfig { max_retries: 3, retry_timeout: std::time::Duration::from_secs(30), backoff: Default::default() }
+}
+
+/// An object in an object store. Decoding threads fetch byte ranges through one thread that
+/// runs the store's HTTP client on a runtime of its own.
+struct Remote {
+    url: Url,
+    store: Arc<dyn ObjectStore>,
+    object: object_store::path::Path,
+    fetcher: OnceLock<Fetcher>,
+}
+
+type Fetched = std::result::Result<Vec<Bytes>, String>;
+
+struct Fetcher {
+    requests: tokio::sync::mpsc::UnboundedSender<(Vec<Range<u64>>, tokio::sync::oneshot::Sender<Fetched>)>,
+}
+
+impl Remote {
+    fn fetcher(&self) -> Result<&Fetcher> {
+        if let Some(fetcher) = self.fetcher.get() {
+            return Ok(fetcher);
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| DriverError::Internal(format!("cannot start the fetch runtime: {e}")))?;
+        let (requests, mut incoming) = tokio::sync::mpsc::unbounded_channel::<(Vec<Range<u64>>, tokio::sync::oneshot::Sender<Fetched>)>();
+        let (store, object) = (self.store.clone(), self.object.clone());
+        std::thread::Builder::new()
+            .name("canopy-fetch".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    // Ends when the source, and with it the sender, is dropped.
+                    while let Some((ranges, reply)) = incoming.recv().await {
+                        let (store, object) = (store.clone(), object.clone());
+                        tokio::spawn(async move {
+                            let fetched = store.get_ranges(&object, &ranges).await.map_err(|e| remote_error(&e));
+                            let _ = reply.send(fetched);
+                        });
+                    }
+                })
+            })
+            .map_err(|e| DriverError::Internal(format!("cannot start the fetch thread: {e}")))?;
+        Ok(self.fetcher.get_or_init(|| Fetcher { requests }))
+    }
+
+    /// Fetches `ranges` of the object, blocking this (non-runtime) thread.
+    fn fetch(&self, ranges: Vec<Range<u64>>) -> std::result::Result<Vec<Bytes>, String> {
+        let fetcher = self.fetcher().map_err(|e| e.to_string())?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        fetcher.requests.send((ranges, reply)).map_err(|_| "the fetch thread stopped".to_string())?;
+        answer.blocking_recv().map_err(|_| "the fetch thread stopped".to_string())?
+    }
+}
+
+/// An object store's error with its causes (the top level often says only "error sending
+/// request").
+fn remote_error(e: &object_store::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(&format!(": {cause_text}"));
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// The byte ranges of one row group's column chunks, fetched before decoding; the Parquet
+/// reader reads only inside them.
+struct Prefetched {
+    len: u64,
+    ranges: Vec<(u64, Bytes)>,
+}
+
+impl Prefetched {
+    fn slice(&self, start: u64, length: Option<usize>) -> datafusion::parquet::errors::Result<Bytes> {
+        let found = self.ranges.iter().find(|(at, bytes)| {
+            start >= *at && length.map_or(start < at + bytes.len() as u64, |n| start + n as u64 <= at + bytes.len() as u64)
+        });
+        let (at, bytes) =
+            found.ok_or_else(|| datafusion::parquet::errors::ParquetError::General(format!("bytes at offset {start} were not fetched")))?;
+        let from = (start - at) as usize;
+        Ok(match length {
+            Some(n) => bytes.slice(from..from + n),
+            None => bytes.slice(from..),
+        })
+    }
+}
+
+impl Length for Prefetched {
+    fn len(&self) -> u64 {
+        self.len
+    }
+}
+
+impl ChunkReader for Prefetched {
+    type T = bytes::buf::Reader<Bytes>;
+
+    fn get_read(&self, start: u64) -> datafusion::parquet::errors::Result<Self::T> {
+        Ok(self.slice(start, None)?.reader())
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> datafusion::parquet::errors::Result<Bytes> {
+        self.slice(start, Some(length))
+    }
+}
+
+/// An opened input file.
+pub struct Source {
+    /// The path or URL, as the user gave it.
+    pub path: PathBuf,
+    /// The file's columns, with the types units carry (strings of Parquet files as
+    /// Dictionary(Int32, Utf8)).
+    pub schema: SchemaRef,
+    location: Location,
+    fingerprint: Fingerprint,
+    reader: Reader,
+}
+
+impl Source {
+    pub async fn open(path: &Path) -> Result<Source> {
+        let unreadable = |reason: String| DriverError::UnreadableFile { path: path.to_path_buf(), reason };
+        let (format, _, _) = detect_format(path)?;
+        let location = Location::of(path)?;
+        let fingerprint = location.fingerprint(path).await?;
+        if format != Format::Parquet {
+            // DataFusion checks the file and infers its schema.
+            let ctx = session();
+            match &location {
+                Location::Local(file) => register_source(&ctx, file).await?,
+                Location::Remote(remote) => {
+                    ctx.register_object_store(&remote.url, remote.store.clone());
+                    register_url(&ctx, path, remote.url.as_str()).await?;
+                }
+            }
+            let schema = ctx.table(SOURCE_TABLE).await.map_err(|e| query(path, e))?.schema().as_arrow().clone();
+            return Ok(Source {
+                path: path.to_path_buf(),
+                schema: Arc::new(schema),
+                location,
+                fingerprint,
+                reader: Reader::Stream { ctx },
+            });
+        }
+        let metadata = match &location {
+            Location::Local(file) => {
+                let file = open_parquet(file, path)?;
+                ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(|e| unreadable(e.to_string()))?
+            }
+            Location::Remote(remote) => {
+                let footer = remote_footer(remote, path, fingerprint.len).await?;
+                ArrowReaderMetadata::try_new(Arc::new(footer), ArrowReaderOptions::new()).map_err(|e| unreadable(e.to_string()))?
+            }
+        };
+        let hint = Arc::new(dictionary_strings(metadata.schema()));
+        let metadata = ArrowReaderMetadata::try_new(metadata.metadata().clone(), ArrowReaderOptions::new().with_schema(hint.clone()))
+            .map_err(|e| unreadable(e.to_string()))?;
+        let mut first_rows = Vec::with_capacity(metadata.metadata().num_row_groups());
+        let mut next = 1u64;
+        for group in metadata.metadata().row_groups() {
+            first_rows.push(next);
+            next += u64::try_from(group.num_rows()).map_err(|_| unreadable("a row group has a negative row count".into()))?;
+        }
+        let rows = next - 1;
+        Ok(Source { path: path.to_path_buf(), schema: hint, location, fingerprint, reader: Reader::Parquet { metadata, first_rows, rows } })
+    }
+
+    /// The file's row count when its footer says it (Parquet).
+    pub fn rows(&self) -> Option<u64> {
+        match &self.reader {
+            Reader::Parquet { rows, .. } => Some(*rows),
+            Reader::Stream { .. } => None,
+        }
+    }
+
+    /// Runs `work` on every unit of the columns `columns` (in the file's column order), in
+    /// parallel where the format allows, and returns its results in file order. The first
+    /// error in file order wins.
+    pub async fn for_each<T: Send>(&self, columns: &[usize], work: impl Fn(Unit) -> Result<T> + Sync) -> Result<Vec<T>> {
+        let now = self.location.fingerprint(&self.path).await?;
+        if now != self.fingerprint {
+            return Err(DriverError::UnreadableFile {
+                path: self.path.clone(),
+                reason: format!(
+                    "the file changed while it was being read (size {} bytes, then {} bytes, or its version changed); \
+                     run again once it is complete",
+                    self.fingerprint.len, now.len
+                ),
+            });
+        }
+        match &self.reader {
+            Reader::Parquet { metadata, first_rows, .. } => self.parquet_units(metadata, first_rows, columns, &work),
+            Reader::Stream { ctx } => self.stream_units(ctx, columns, &work).await,
+        }
+    }
+
+    fn parquet_units<T: Send>(
+        &self,
+        metadata: &ArrowReaderMetadata,
+        first_rows: &[u64],
+        columns: &[usize],
+        work: &(impl Fn(Unit) -> Result<T> + Sync),
+    ) -> Result<Vec<T>> {
+        let groups = first_rows.len();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(groups).max(1);
+        let next = AtomicUsize::new(0);
+        let read_group = |group: usize| -> Result<Vec<T>> {
+            let failed =
+                |e: &dyn std::fmt::Display| DriverError::Query { path: self.path.clone(), reason: format!("row group {group}: {e}") };
+            match &self.location {
+                Location::Local(file) => {
+                    read_row_group(open_parquet(file, &self.path)?, metadata, group, columns, first_rows[group], work, &failed)
+                }
+                Location::Remote(remote) => {
+                    // The column chunks of every leaf under the projected columns.
+                    let leaves = metadata.parquet_schema();
+                    let ranges: Vec<Range<u64>> = (metadata.metadata().row_group(group).columns().iter().enumerate())
+                        .filter(|(leaf, _)| columns.contains(&leaves.get_column_root_idx(*leaf)))
+                        .map(|(_, chunk)| {
+                            let (start, len) = chunk.byte_range();
+                            start..start + len
+                        })
+                        .collect();
+                    let fetched = remote.fetch(ranges.clone()).map_err(|e| failed(&e))?;
+                    let ranges = ranges.iter().map(|r| r.start).zip(fetched).collect();
+                    let reader = Prefetched { len: self.fingerprint.len, ranges };
+                    read_row_group(reader, metadata, group, columns, first_rows[group], work, &failed)
+                }
+            }
+        };
+        let mut results: Vec<(usize, Result<Vec<T>>)> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut done = Vec::new();
+                        loop {
+                            let group = next.fetch_add(1, Ordering::Relaxed);
+                            if group >= groups {
+                                return done;
+                            }
+                            let result = read_group(group);
+                            let failed = result.is_err();
+                            done.push((group, result));
+                            if failed {
+                                // Stop taking work; the error is reported in file order below.
+                                next.store(groups, Ordering::Relaxed);
+                            }
+                        }
+                    })
+                })
+                .collect();
+            // A panic in a worker is a bug; re-raise it rather than lose rows.
+            workers.into_iter().flat_map(|w| w.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()
+        });
+        results.sort_by_key(|(group, _)| *group);
+        let mut out = Vec::new();
+        for (_, result) in results {
+            out.extend(result?);
+        }
+        Ok(out)
+    }
+
+    async fn stream_units<T>(&self, ctx: &SessionContext, columns: &[usize], work: &impl Fn(Unit) -> Result<T>) -> Result<Vec<T>> {
+        let names: Vec<&str> = columns.iter().map(|&i| self.schema.field(i).name().as_str()).collect();
+        let all: Vec<String> = self.schema.fields().iter().map(|f| f.name().clone()).collect();
+        let table = ctx.table(SOURCE_TABLE).await.map_err(|e| query(&self.path, e))?;
+        let mut stream =
+            table.select_columns(&names).map_err(|e| query(&self.path, e))?.execute_stream().await.map_err(|e| query(&self.path, e))?;
+        let mut out = Vec::new();
+        let mut first_row = 1u64;
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(|e| scan_error(&self.path, &all, e))?;
+            let rows = batch.num_rows() as u64;
+            out.push(work(Unit { first_row, batch })?);
+            first_row += rows;
+        }
+        Ok(out)
+    }
+}
+
+/// Decodes one row group's columns `columns` in units of at most [`UNIT_ROWS`] rows.
+fn read_row_group<R: ChunkReader + 'static, T>(
+    reader: R,
+    metadata: &ArrowReaderMetadata,
+    group: usize,
+    columns: &[usize],
+    first_row: u64,
+    work: &impl Fn(Unit) -> Result<T>,
+    failed: &dyn Fn(&dyn std::fmt::Display) -> DriverError,
+) -> Result<Vec<T>> {
+    let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(reader, metadata.clone());
+    let mask = ProjectionMask::roots(builder.parquet_schema(), columns.iter().copied());
+    let batches = builder.with_projection(mask).with_row_groups(vec![group]).with_batch_size(UNIT_ROWS).build().map_err(|e| failed(&e))?;
+    let mut first_row = first_row;
+    let mut out = Vec::new();
+    for batch in batches {
+        let batch = batch.map_err(|e| failed(&e))?;
+        let rows = batch.num_rows() as u64;
+        out.push(work(Unit { first_row, batch })?);
+        first_row += rows;
+    }
+    Ok(out)
+}
+
+/// A remote Parquet file's footer: its last 8 bytes give the metadata's length.
+async fn remote_footer(remote: &Remote, path: &Path, len: u64) -> Result<ParquetMetaData> {
+    let unreadable = |reason: String| DriverError::UnreadableFile { path: path.to_path_buf(), reason };
+    let not_parquet = || unreadable("not a Parquet file (it does not end with the magic bytes PAR1)".into());
+    if len < 12 {
+        return Err(not_parquet());
+    }
+    let tail = remote.store.get_range(&remote.object, len - 8..len).await.map_err(|e| unreadable(remote_error(&e)))?;
+    if tail.len() != 8 || &tail[4..] != b"PAR1" {
+        return Err(not_parquet());
+    }
+    let metadata_len = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
+    if metadata_len + 12 > len {
+        return Err(unreadable(format!("its footer declares {metadata_len} bytes of metadata in a file of {len} bytes")));
+    }
+    let footer = remote.store.get_range(&remote.object, len - 8 - metadata_len..len - 8).await.map_err(|e| unreadable(remote_error(&e)))?;
+    ParquetMetaDataReader::decode_metadata(&footer).map_err(|e| unreadable(e.to_string()))
+}
+
+fn query(path: &Path, e: datafusion::error::DataFusionError) -> DriverError {
+    DriverError::Query { path: path.to_path_buf(), reason: e.to_string() }
+}
+
+/// Opens a Parquet file after checking that it is one (DataFusion's own check gives a vaguer
+/// error).
+fn open_parquet(file: &Path, path: &Path) -> Result<File> {
+    let unreadable = |reason: String| DriverError::UnreadableFile { path: path.to_path_buf(), reason };
+    let meta = std::fs::metadata(file).map_err(|e| unreadable(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(unreadable("not a regular file".into()));
+    }
+    if meta.len() == 0 {
+        return Err(unreadable("the file is empty (0 bytes)".into()));
+    }
+    let mut file = File::open(file).map_err(|e| unreadable(e.to_string()))?;
+    if !super::load::has_parquet_magic(&mut file, meta.len()).map_err(|e| unreadable(e.to_string()))? {
+        return Err(unreadable("not a Parquet file (it does not start and end with the magic bytes PAR1)".into()));
+    }
+    Ok(file)
+}
+
+/// The file's schema with its string columns as Dictionary(Int32, Utf8): the reader then keeps
+/// the file's dictionary pages as codes instead of expanding every value.
+fn dictionary_strings(schema: &Schema) -> Schema {
+    let dictionary = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => f.as_ref().clone().with_data_type(dictionary.clone()),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Schema::new_with_metadata(fields, schema.metadata().clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_file_that_changes_between_passes_is_refused() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("rows.csv");
+        std::fs::write(&path, "a,b\n1,2\n").expect("written");
+        let source = Source::open(&path).await.expect("opens");
+        let rows = source.for_each(&[0, 1], |unit| Ok(unit.batch.num_rows())).await.expect("first pass");
+        assert_eq!(rows, vec![1]);
+        std::fs::write(&path, "a,b\n1,2\n3,4\n").expect("rewritten");
+        let refused = source.for_each(&[0, 1], |unit| Ok(unit.batch.num_rows())).await.err().map(|e| e.to_string());
+        let expected = format!(
+            "cannot read '{}': the file changed while it was being read (size 8 bytes, then 12 bytes, or its version changed); \
+             run again once it is complete",
+            path.display()
+        );
+        assert_eq!(refused, Some(expected));
+    }
+}
