@@ -238,11 +238,12 @@ impl Pipeline {
                 let failed = |e: &dyn std::fmt::Display| DriverError::Query { path: self.path.clone(), reason: format!("{sql}: {e}") };
                 let dictionaries: Option<Vec<&Categories>> =
                     inputs.iter().map(|&i| batch.column(i).as_any().downcast_ref::<Categories>()).collect();
-                match dictionaries {
+                let combinations =
+                    dictionaries.filter(|_| !volatile && !inputs.is_empty()).and_then(|d| Some((distinct_combinations(&d)?, d)));
+                match combinations {
                     // Every input is a code: evaluate once per distinct combination of codes
                     // (Route from the pairs of Origin and Dest codes), not once per row.
-                    Some(dictionaries) if !volatile && !inputs.is_empty() => {
-                        let (combos, keys) = distinct_combinations(&dictionaries);
+                    Some(((combos, keys), dictionaries)) => {
                         let mut arrays: Vec<ArrayRef> =
                             self.value_schema.fields().iter().map(|f| new_null_array(f.data_type(), combos.len())).collect();
                         for (k, (&i, dictionary)) in inputs.iter().zip(&dictionaries).enumerate() {
@@ -287,54 +288,44 @@ fn values_of(schema: &Schema) -> Schema {
 }
 
 /// The distinct tuples of codes (None for a null) of the rows, in order of first appearance,
-/// and each row's tuple index. A tuple is keyed by its codes in mixed radix (a null as the
-/// dictionary's length), looked up in a dense table when the radix product is small.
-fn distinct_combinations(dictionaries: &[&Categories]) -> (Vec<Vec<Option<i32>>>, Int32Array) {
+/// and each row's tuple index; None when the tuples do not fit a u64 key. A tuple's key is its
+/// codes in mixed radix (a null as the dictionary's length), looked up in a dense table when the
+/// radix product is small.
+fn distinct_combinations(dictionaries: &[&Categories]) -> Option<(Vec<Vec<Option<i32>>>, Int32Array)> {
     const DENSE: u64 = 1 << 22;
     let rows = dictionaries.first().map_or(0, |d| d.len());
     let radixes: Vec<u64> = dictionaries.iter().map(|d| d.values().len() as u64 + 1).collect();
-    let space = radixes.iter().try_fold(1u64, |product, &r| product.checked_mul(r));
+    let space = radixes.iter().try_fold(1u64, |product, &r| product.checked_mul(r))?;
     let code = |d: &Categories, row: usize| if d.is_valid(row) { d.keys().value(row).max(0) as u64 } else { d.values().len() as u64 };
     let key_of = |row: usize| dictionaries.iter().zip(&radixes).fold(0u64, |key, (d, &radix)| key * radix + code(d, row));
+    let mut table = if space <= DENSE { Table::Dense(vec![-1; space as usize]) } else { Table::Sparse(HashMap::default()) };
     let mut combos: Vec<Vec<Option<i32>>> = Vec::new();
-    let tuple = |row: usize| -> Vec<Option<i32>> { dictionaries.iter().map(|d| d.is_valid(row).then(|| d.keys().value(row))).collect() };
     let mut keys = Vec::with_capacity(rows);
-    match space {
-        Some(space) if space <= DENSE => {
-            let mut table = vec![-1i32; space as usize];
-            for row in 0..rows {
-                let slot = &mut table[key_of(row) as usize];
-                if *slot < 0 {
-                    *slot = combos.len() as i32;
-                    combos.push(tuple(row));
-                }
-                keys.push(*slot);
-            }
+    for row in 0..rows {
+        let slot = table.slot(key_of(row));
+        if *slot < 0 {
+            *slot = combos.len() as i32;
+            combos.push(dictionaries.iter().map(|d| d.is_valid(row).then(|| d.keys().value(row))).collect());
         }
-        Some(_) => {
-            let mut index: HashMap<u64, i32, BuildHasherDefault<super::counts::BitsHasher>> = HashMap::default();
-            for row in 0..rows {
-                let next = combos.len() as i32;
-                let key = *index.entry(key_of(row)).or_insert(next);
-                if key == next {
-                    combos.push(tuple(row));
-                }
-                keys.push(key);
-            }
-        }
-        None => {
-            let mut index: HashMap<Vec<Option<i32>>, i32> = HashMap::default();
-            for row in 0..rows {
-                let next = combos.len() as i32;
-                let key = *index.entry(tuple(row)).or_insert(next);
-                if key == next {
-                    combos.push(tuple(row));
-                }
-                keys.push(key);
-            }
+        keys.push(*slot);
+    }
+    Some((combos, Int32Array::from(keys)))
+}
+
+/// Key -> tuple index (-1 until seen).
+enum Table {
+    Dense(Vec<i32>),
+    Sparse(HashMap<u64, i32, BuildHasherDefault<super::counts::BitsHasher>>),
+}
+
+impl Table {
+    fn slot(&mut self, key: u64) -> &mut i32 {
+        match self {
+            // Keys are below the radix product, the table's length.
+            Table::Dense(slots) => &mut slots[key as usize],
+            Table::Sparse(slots) => slots.entry(key).or_insert(-1),
         }
     }
-    (combos, Int32Array::from(keys))
 }
 
 fn internal(e: arrow::error::ArrowError) -> DriverError {
@@ -567,7 +558,7 @@ mod tests {
     fn combinations_of_codes_are_numbered_in_order_of_appearance() {
         let a: Categories = vec![Some("x"), Some("y"), Some("x"), None, Some("x")].into_iter().collect();
         let b: Categories = vec![Some("p"), Some("p"), Some("p"), Some("q"), Some("q")].into_iter().collect();
-        let (combos, keys) = distinct_combinations(&[&a, &b]);
+        let (combos, keys) = distinct_combinations(&[&a, &b]).expect("fits a u64 key");
         assert_eq!(combos, vec![vec![Some(0), Some(0)], vec![Some(1), Some(0)], vec![None, Some(1)], vec![Some(0), Some(1)]]);
         assert_eq!(keys.values().to_vec(), vec![0, 1, 0, 2, 3]);
     }
