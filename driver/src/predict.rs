@@ -79,7 +79,7 @@ async fn featurize(data: &Path, model: &ModelFile) -> Result<(Vec<u64>, Option<V
         .for_each(pipeline.columns(), |unit| {
             let features = pipeline.featurize(unit)?;
             bar.inc(features.rows_read);
-            let chunks = model.encoding.encode(data, &model.features, &features, Values::Raw, 1, |_| 0)?;
+            let chunks = model.encoding.encode(&pipeline, &features, Values::Raw, 1, |_| 0, true)?;
             Ok((features.rows_read, chunks))
         })
         .await?;
@@ -87,12 +87,13 @@ async fn featurize(data: &Path, model: &ModelFile) -> Result<(Vec<u64>, Option<V
     if units.iter().all(|(read, _)| *read == 0) {
         return Err(DriverError::EmptyDataset { path: data.to_path_buf(), stage: "(the file has no data rows)" });
     }
-    let mut all = Chunk::new(Values::Raw, model.features.feature_names().len());
+    let rows = units.iter().flat_map(|(_, chunks)| chunks).map(|c| c.rows).sum();
+    let mut all = Chunk::with_capacity(Values::Raw, model.features.feature_names().len(), rows, true);
     units.into_iter().flat_map(|(_, chunks)| chunks).for_each(|chunk| all.append(chunk));
-    if pipeline.has_label() && all.rows() == 0 {
+    if pipeline.has_label() && all.rows == 0 {
         return Err(DriverError::AllLabelsNull { path: data.to_path_buf(), column: model.features.label.column.clone() });
     }
-    let Chunk { columns, labels, row_numbers } = all;
+    let Chunk { columns, labels, row_numbers, .. } = all;
     let columns = match columns {
         FeatureColumns::Raw(columns) => columns,
         FeatureColumns::Binned(_) => return Err(DriverError::Internal("scoring needs raw values".into())),

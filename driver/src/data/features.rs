@@ -398,16 +398,20 @@ pub enum Values<'a> {
 pub struct Chunk {
     pub columns: FeatureColumns,
     pub labels: Vec<u8>,
+    /// Kept only when asked for (forest training, scoring).
     pub row_numbers: Vec<u64>,
+    pub rows: usize,
 }
 
 impl Chunk {
-    pub fn new(values: Values, features: usize) -> Chunk {
+    /// An empty chunk with room for `rows` rows (their numbers too when `numbered`).
+    pub fn with_capacity(values: Values, features: usize, rows: usize, numbered: bool) -> Chunk {
         let columns = match values {
-            Values::Binned(_) => FeatureColumns::Binned(vec![Vec::new(); features]),
-            Values::Raw => FeatureColumns::Raw(vec![Vec::new(); features]),
+            Values::Binned(_) => FeatureColumns::Binned(vec![Vec::with_capacity(rows); features]),
+            Values::Raw => FeatureColumns::Raw(vec![Vec::with_capacity(rows); features]),
         };
-        Chunk { columns, labels: Vec::new(), row_numbers: Vec::new() }
+        let row_numbers = Vec::with_capacity(if numbered { rows } else { 0 });
+        Chunk { columns, labels: Vec::with_capacity(rows), row_numbers, rows: 0 }
     }
 
     /// Appends `other`'s rows after this chunk's.
@@ -420,24 +424,22 @@ impl Chunk {
         }
         self.labels.extend(other.labels);
         self.row_numbers.extend(other.row_numbers);
-    }
-
-    pub fn rows(&self) -> usize {
-        self.row_numbers.len()
+        self.rows += other.rows;
     }
 }
 
 impl Encoding {
-    /// Encodes one unit's rows into `destinations` chunks; `destination` gives a row's chunk
-    /// from its file row number.
+    /// Encodes one unit's rows (featurized by `pipeline`) into `destinations` chunks;
+    /// `destination` gives a row's chunk from its file row number. With `numbered`, chunks keep
+    /// their rows' numbers.
     pub fn encode(
         &self,
-        path: &Path,
-        spec: &FeatureSpec,
+        pipeline: &Pipeline,
         features: &UnitFeatures,
         values: Values,
         destinations: usize,
         destination: impl Fn(u64) -> usize,
+        numbered: bool,
     ) -> Result<Vec<Chunk>> {
         // Each destination's rows, as indexes into the unit's kept rows.
         let mut rows_of: Vec<Vec<u32>> = vec![Vec::new(); destinations];
@@ -445,14 +447,14 @@ impl Encoding {
             rows_of[destination(row)].push(i as u32);
         }
         let labels = match &features.label {
-            Some(label) => self.labels(path, label, &features.row_numbers)?,
+            Some(label) => self.labels(&pipeline.path, label, &features.row_numbers)?,
             None => Vec::new(),
         };
         // Each feature's value (or bin) per row. A category's index and bin are found once per
         // distinct value, not once per row.
         let numbers = features.numeric.iter().map(|c| (None, Cow::Borrowed(c.values().as_ref())));
-        let mut categories = Vec::with_capacity(spec.categorical.len());
-        for (column, coded) in spec.categorical.iter().zip(&features.categorical) {
+        let mut categories = Vec::with_capacity(features.categorical.len());
+        for (column, coded) in pipeline.spec.categorical.iter().zip(&features.categorical) {
             categories.push((Some(coded.keys().values().as_ref()), Cow::Owned(self.indexes(column, coded)?)));
         }
         let columns = numbers.chain(categories);
@@ -473,7 +475,8 @@ impl Encoding {
                     FeatureColumns::Raw(c) => FeatureColumns::Raw(c.iter().map(|c| gather(c, rows)).collect()),
                 },
                 labels: if labels.is_empty() { Vec::new() } else { gather(&labels, rows) },
-                row_numbers: gather(&features.row_numbers, rows),
+                row_numbers: if numbered { gather(&features.row_numbers, rows) } else { Vec::new() },
+                rows: rows.len(),
             })
             .collect())
     }

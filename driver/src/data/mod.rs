@@ -111,24 +111,28 @@ pub async fn prepare(exp: &ValidExperiment) -> Result<Prepared> {
         (Role::Train, p) => p as usize,
         (Role::Test, p) => parts + p as usize,
     };
+    // A forest's training rows carry their numbers in the file, which seed their bootstrap
+    // weights wherever they are held.
+    let numbered = exp.mode == Mode::Forest;
     let bar = progress::bar("encoding", source.rows(), "rows");
     let units = source
         .for_each(pipeline.columns(), |unit| {
             let features = pipeline.featurize(unit)?;
             bar.inc(features.rows_read);
-            encoding.encode(path, spec, &features, values, 2 * parts, destination)
+            encoding.encode(&pipeline, &features, values, 2 * parts, destination, numbered)
         })
         .await?;
     bar.finish_and_clear();
     step("encoded");
     let feature_names = spec.feature_names();
-    let mut partitions: Vec<Chunk> = (0..2 * parts).map(|_| Chunk::new(values, feature_names.len())).collect();
+    // Each partition sized once, then filled unit by unit, each unit freed as it goes.
+    let mut partitions: Vec<Chunk> = (0..2 * parts)
+        .map(|d| Chunk::with_capacity(values, feature_names.len(), units.iter().map(|u| u[d].rows).sum(), numbered))
+        .collect();
     for unit in units {
         partitions.iter_mut().zip(unit).for_each(|(partition, chunk)| partition.append(chunk));
     }
-    // A forest's training rows carry their numbers in the file, which seed their bootstrap
-    // weights wherever they are held.
-    let with_numbers = |d: usize| exp.mode == Mode::Forest && d < parts;
+    let with_numbers = |d: usize| numbered && d < parts;
     let mut batches = partitions
         .into_iter()
         .enumerate()
