@@ -223,7 +223,10 @@ impl Pipeline {
             }
         }
         for (name, values) in self.spec.categorical.iter().zip(&features.categorical) {
-            if let Some(j) = (values.logical_null_count() > 0).then(|| (0..values.len()).find(|&j| values.is_null(j))).flatten() {
+            // A dictionary's nulls are its null keys and its keys to null values.
+            if let Some(nulls) = values.logical_nulls()
+                && let Some(j) = (0..values.len()).find(|&j| nulls.is_null(j))
+            {
                 return Err(DriverError::NullFeature { path: path(), column: name.clone(), row: features.row_numbers[j] });
             }
         }
