@@ -57,6 +57,14 @@ done
 printf 'root:x:0:0:root:/root:/sbin/nologin\ncanopy:x:65532:65532:canopy:/tmp:/sbin/nologin\n' > "$rootfs/etc/passwd"
 printf 'root:x:0:\ncanopy:x:65532:\n' > "$rootfs/etc/group"
 printf 'hosts: files dns\n' > "$rootfs/etc/nsswitch.conf"
+# The CA bundle, for https:// object stores (s3://, gs://, az://) and Pushgateways.
+ca=/etc/ssl/certs/ca-certificates.crt
+if [ -f "$ca" ]; then
+  mkdir -p "$rootfs/etc/ssl/certs"
+  cp -L "$ca" "$rootfs$ca"
+else
+  echo "build-image.sh: $ca is missing (Debian's ca-certificates); the image will not verify https servers" >&2
+fi
 cp "$root/Containerfile" "$context/Containerfile"
 
 if ! "$engine" build --network=none -f "$context/Containerfile" -t "$tag" "$context" > "$context/build.log" 2>&1; then
