@@ -14,8 +14,8 @@
 use std::fs::File;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use arrow::array::RecordBatch;
@@ -31,7 +31,9 @@ use object_store::aws::AmazonS3Builder;
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::http::HttpBuilder;
-use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, ObjectStoreScheme, RetryConfig};
+use object_store::{ClientOptions, ObjectMeta, ObjectStore, ObjectStoreExt, ObjectStoreScheme, RetryConfig};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::oneshot;
 use url::Url;
 
 use super::load::{Format, SOURCE_TABLE, detect_format, register_source, register_url, scan_error, session};
@@ -108,7 +110,7 @@ impl Location {
             _ => return Err(unsupported()),
         };
         let store = built.map_err(|e| bad(remote_error(&e)))?;
-        Ok(Location::Remote(Remote { url, store, object, fetcher: OnceLock::new() }))
+        Ok(Location::Remote(Remote::start(url, store, object)?))
     }
 
     async fn fingerprint(&self, path: &Path) -> Result<Fingerprint> {
@@ -120,7 +122,7 @@ impl Location {
                 Ok(Fingerprint { len: meta.len(), version: format!("{modified:?}") })
             }
             Location::Remote(remote) => {
-                let meta = remote.store.head(&remote.object).await.map_err(|e| unreadable(remote_error(&e)))?;
+                let meta = remote.head().await.map_err(unreadable)?;
                 Ok(Fingerprint { len: meta.size, version: format!("{:?} {}", meta.e_tag, meta.last_modified) })
             }
         }
@@ -133,56 +135,73 @@ fn retry() -> RetryConfig {
     RetryConfig { max_retries: 3, retry_timeout: std::time::Duration::from_secs(30), backoff: Default::default() }
 }
 
-/// An object in an object store. Decoding threads fetch byte ranges through one thread that
-/// runs the store's HTTP client on a runtime of its own.
+/// An object in an object store. Every request to the store (HEAD, ranged GETs) goes through
+/// one thread that runs the store's HTTP client on a tokio runtime of its own: the decoding
+/// threads block on their answers while the driver's runtime may be busy (one worker on a
+/// one-core pod), and no pooled connection is ever driven by a runtime that is blocked.
 struct Remote {
     url: Url,
     store: Arc<dyn ObjectStore>,
-    object: object_store::path::Path,
-    fetcher: OnceLock<Fetcher>,
+    requests: UnboundedSender<Request>,
 }
 
-type Fetched = std::result::Result<Vec<Bytes>, String>;
-
-struct Fetcher {
-    requests: tokio::sync::mpsc::UnboundedSender<(Vec<Range<u64>>, tokio::sync::oneshot::Sender<Fetched>)>,
+enum Request {
+    Head(oneshot::Sender<std::result::Result<ObjectMeta, String>>),
+    Ranges(Vec<Range<u64>>, oneshot::Sender<std::result::Result<Vec<Bytes>, String>>),
 }
+
+const STOPPED: &str = "the object-store thread stopped";
 
 impl Remote {
-    fn fetcher(&self) -> Result<&Fetcher> {
-        if let Some(fetcher) = self.fetcher.get() {
-            return Ok(fetcher);
-        }
+    fn start(url: Url, store: Arc<dyn ObjectStore>, object: object_store::path::Path) -> Result<Remote> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| DriverError::Internal(format!("cannot start the fetch runtime: {e}")))?;
-        let (requests, mut incoming) = tokio::sync::mpsc::unbounded_channel::<(Vec<Range<u64>>, tokio::sync::oneshot::Sender<Fetched>)>();
-        let (store, object) = (self.store.clone(), self.object.clone());
+            .map_err(|e| DriverError::Internal(format!("cannot start the object-store runtime: {e}")))?;
+        let (requests, mut incoming) = tokio::sync::mpsc::unbounded_channel::<Request>();
+        let thread_store = store.clone();
         std::thread::Builder::new()
-            .name("canopy-fetch".into())
+            .name("canopy-object-store".into())
             .spawn(move || {
                 runtime.block_on(async move {
                     // Ends when the source, and with it the sender, is dropped.
-                    while let Some((ranges, reply)) = incoming.recv().await {
-                        let (store, object) = (store.clone(), object.clone());
+                    while let Some(request) = incoming.recv().await {
+                        let (store, object) = (thread_store.clone(), object.clone());
                         tokio::spawn(async move {
-                            let fetched = store.get_ranges(&object, &ranges).await.map_err(|e| remote_error(&e));
-                            let _ = reply.send(fetched);
+                            match request {
+                                Request::Head(reply) => {
+                                    let _ = reply.send(store.head(&object).await.map_err(|e| remote_error(&e)));
+                                }
+                                Request::Ranges(ranges, reply) => {
+                                    let _ = reply.send(store.get_ranges(&object, &ranges).await.map_err(|e| remote_error(&e)));
+                                }
+                            }
                         });
                     }
                 })
             })
-            .map_err(|e| DriverError::Internal(format!("cannot start the fetch thread: {e}")))?;
-        Ok(self.fetcher.get_or_init(|| Fetcher { requests }))
+            .map_err(|e| DriverError::Internal(format!("cannot start the object-store thread: {e}")))?;
+        Ok(Remote { url, store, requests })
     }
 
-    /// Fetches `ranges` of the object, blocking this (non-runtime) thread.
-    fn fetch(&self, ranges: Vec<Range<u64>>) -> std::result::Result<Vec<Bytes>, String> {
-        let fetcher = self.fetcher().map_err(|e| e.to_string())?;
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        fetcher.requests.send((ranges, reply)).map_err(|_| "the fetch thread stopped".to_string())?;
-        answer.blocking_recv().map_err(|_| "the fetch thread stopped".to_string())?
+    async fn head(&self) -> std::result::Result<ObjectMeta, String> {
+        let (reply, answer) = oneshot::channel();
+        self.requests.send(Request::Head(reply)).map_err(|_| STOPPED.to_string())?;
+        answer.await.map_err(|_| STOPPED.to_string())?
+    }
+
+    async fn range(&self, range: Range<u64>) -> std::result::Result<Bytes, String> {
+        let (reply, answer) = oneshot::channel();
+        self.requests.send(Request::Ranges(std::slice::from_ref(&range).to_vec(), reply)).map_err(|_| STOPPED.to_string())?;
+        answer.await.map_err(|_| STOPPED.to_string())??.pop().ok_or_else(|| format!("no bytes for the range {range:?}"))
+    }
+
+    /// Fetches `ranges` of the object, blocking this thread (a decoding thread, outside any
+    /// runtime).
+    fn ranges_blocking(&self, ranges: Vec<Range<u64>>) -> std::result::Result<Vec<Bytes>, String> {
+        let (reply, answer) = oneshot::channel();
+        self.requests.send(Request::Ranges(ranges, reply)).map_err(|_| STOPPED.to_string())?;
+        answer.blocking_recv().map_err(|_| STOPPED.to_string())?
     }
 }
 
@@ -357,7 +376,7 @@ impl Source {
                             start..start + len
                         })
                         .collect();
-                    let fetched = remote.fetch(ranges.clone()).map_err(|e| failed(&e))?;
+                    let fetched = remote.ranges_blocking(ranges.clone()).map_err(|e| failed(&e))?;
                     let ranges = ranges.iter().map(|r| r.start).zip(fetched).collect();
                     let reader = Prefetched { len: self.fingerprint.len, ranges };
                     read_row_group(reader, metadata, group, columns, first_rows[group], work, &failed)
@@ -445,7 +464,7 @@ async fn remote_footer(remote: &Remote, path: &Path, len: u64) -> Result<Parquet
     if len < 12 {
         return Err(not_parquet());
     }
-    let tail = remote.store.get_range(&remote.object, len - 8..len).await.map_err(|e| unreadable(remote_error(&e)))?;
+    let tail = remote.range(len - 8..len).await.map_err(unreadable)?;
     if tail.len() != 8 || &tail[4..] != b"PAR1" {
         return Err(not_parquet());
     }
@@ -453,7 +472,7 @@ async fn remote_footer(remote: &Remote, path: &Path, len: u64) -> Result<Parquet
     if metadata_len + 12 > len {
         return Err(unreadable(format!("its footer declares {metadata_len} bytes of metadata in a file of {len} bytes")));
     }
-    let footer = remote.store.get_range(&remote.object, len - 8 - metadata_len..len - 8).await.map_err(|e| unreadable(remote_error(&e)))?;
+    let footer = remote.range(len - 8 - metadata_len..len - 8).await.map_err(unreadable)?;
     ParquetMetaDataReader::decode_metadata(&footer).map_err(|e| unreadable(e.to_string()))
 }
 
