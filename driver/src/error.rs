@@ -61,3 +61,17 @@ pub enum DriverError {
 }
 
 pub type Result<T, E = DriverError> = std::result::Result<T, E>;
+
+/// `text` followed by the causes of `e` that it does not already say: HTTP clients' top-level
+/// errors ("error sending request") hide the reason (connection refused, timeout) in them.
+pub fn with_causes(mut text: String, e: &dyn std::error::Error) -> String {
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(&format!(": {cause_text}"));
+        }
+        source = cause.source();
+    }
+    text
+}

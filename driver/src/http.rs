@@ -39,11 +39,6 @@ pub async fn send(method: Method, url: &str, path_and_query: &str, content_type:
 
 /// reqwest's error with its causes (the top level alone says only "error sending request").
 fn describe(url: &str, e: &reqwest::Error) -> String {
-    let mut text = if e.is_timeout() { format!("{url}: no answer within {} s", TIMEOUT.as_secs()) } else { format!("{url}: {e}") };
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    text
+    let text = if e.is_timeout() { format!("{url}: no answer within {} s", TIMEOUT.as_secs()) } else { format!("{url}: {e}") };
+    crate::error::with_causes(text, e)
 }

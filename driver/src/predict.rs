@@ -12,6 +12,7 @@ use canopy_tree::{ClassificationMetrics, ConfusionMatrix};
 use datafusion::parquet::arrow::ArrowWriter;
 
 use crate::data::features::{Chunk, Pipeline, Values};
+use crate::data::featurized;
 use crate::data::scan::Source;
 use crate::error::{DriverError, Result};
 use crate::model::ModelFile;
@@ -74,16 +75,11 @@ pub async fn predict(model_path: &Path, data: &Path, out: &Path) -> Result<Score
 async fn featurize(data: &Path, model: &ModelFile) -> Result<(Vec<u64>, Option<Vec<u8>>, Vec<Vec<f64>>)> {
     let source = Source::open(data).await?;
     let pipeline = Pipeline::new(data, &source.schema, &model.features, false)?;
-    let bar = crate::progress::bar("reading", source.rows(), "rows");
-    let units = source
-        .for_each(pipeline.columns(), |unit| {
-            let features = pipeline.featurize(unit)?;
-            bar.inc(features.rows_read);
-            let chunks = model.encoding.encode(&pipeline, &features, Values::Raw, 1, |_| 0, true)?;
-            Ok((features.rows_read, chunks))
-        })
-        .await?;
-    bar.finish_and_clear();
+    let units = featurized(&source, &pipeline, "reading", |features| {
+        let chunks = model.encoding.encode(&pipeline, &features, Values::Raw, 1, |_| 0, true)?;
+        Ok((features.rows_read, chunks))
+    })
+    .await?;
     if units.iter().all(|(read, _)| *read == 0) {
         return Err(DriverError::EmptyDataset { path: data.to_path_buf(), stage: "(the file has no data rows)" });
     }

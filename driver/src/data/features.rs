@@ -339,8 +339,8 @@ fn internal(e: arrow::error::ArrowError) -> DriverError {
 fn to_categories(column: &str, array: &ArrayRef) -> Result<Categories> {
     let failed = |e: arrow::error::ArrowError| DriverError::Internal(format!("categories of '{column}': {e}"));
     let coded = match array.data_type() {
-        DataType::Dictionary(_, _) => cast(array, &category_type()).map_err(failed)?,
-        DataType::Utf8 => cast(array, &category_type()).map_err(failed)?,
+        DataType::Dictionary(_, _) | DataType::Utf8 => cast(array, &category_type()).map_err(failed)?,
+        // Numbers and other text types become their text first, as categories are text.
         _ => cast(&cast(array, &DataType::Utf8).map_err(failed)?, &category_type()).map_err(failed)?,
     };
     Ok(coded.as_dictionary::<Int32Type>().clone())

@@ -58,20 +58,8 @@ pub fn session() -> SessionContext {
 /// Registers `path` as [`SOURCE_TABLE`] after checking that it exists and can be opened.
 pub async fn register_source(ctx: &SessionContext, path: &Path) -> Result<()> {
     let unreadable = |reason: String| DriverError::UnreadableFile { path: path.to_path_buf(), reason };
-    let meta = std::fs::metadata(path).map_err(|e| unreadable(e.to_string()))?;
-    if !meta.is_file() {
-        return Err(unreadable("not a regular file".into()));
-    }
-    let mut file = std::fs::File::open(path).map_err(|e| unreadable(e.to_string()))?;
     let (format, _, _) = detect_format(path)?;
-    // DataFusion reads an empty file as a table without columns, which would surface as a
-    // missing column; say what is wrong instead.
-    if meta.len() == 0 {
-        return Err(unreadable("the file is empty (0 bytes)".into()));
-    }
-    if format == Format::Parquet && !has_parquet_magic(&mut file, meta.len()).map_err(|e| unreadable(e.to_string()))? {
-        return Err(unreadable("not a Parquet file (it does not start and end with the magic bytes PAR1)".into()));
-    }
+    open_checked(path, path, format)?;
     let absolute: PathBuf = std::fs::canonicalize(path).map_err(|e| unreadable(e.to_string()))?;
     let location = absolute.to_str().ok_or_else(|| unreadable("path is not valid UTF-8".into()))?;
     register_url(ctx, path, location).await
@@ -100,8 +88,28 @@ pub async fn register_url(ctx: &SessionContext, path: &Path, location: &str) -> 
     registered.map_err(|e| unreadable(e.to_string()))
 }
 
+/// Opens the local file `file` (named `path` in errors) after checking that it is a regular,
+/// non-empty file and, for Parquet, that it has Parquet's magic bytes.
+pub(super) fn open_checked(file: &Path, path: &Path, format: Format) -> Result<std::fs::File> {
+    let unreadable = |reason: String| DriverError::UnreadableFile { path: path.to_path_buf(), reason };
+    let meta = std::fs::metadata(file).map_err(|e| unreadable(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(unreadable("not a regular file".into()));
+    }
+    let mut opened = std::fs::File::open(file).map_err(|e| unreadable(e.to_string()))?;
+    // DataFusion reads an empty file as a table without columns, which would surface as a
+    // missing column; say what is wrong instead.
+    if meta.len() == 0 {
+        return Err(unreadable("the file is empty (0 bytes)".into()));
+    }
+    if format == Format::Parquet && !has_parquet_magic(&mut opened, meta.len()).map_err(|e| unreadable(e.to_string()))? {
+        return Err(unreadable("not a Parquet file (it does not start and end with the magic bytes PAR1)".into()));
+    }
+    Ok(opened)
+}
+
 /// A Parquet file starts and ends with "PAR1".
-pub(super) fn has_parquet_magic(file: &mut std::fs::File, len: u64) -> std::io::Result<bool> {
+fn has_parquet_magic(file: &mut std::fs::File, len: u64) -> std::io::Result<bool> {
     use std::io::{Read, Seek, SeekFrom};
     if len < 8 {
         return Ok(false);

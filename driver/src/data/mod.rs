@@ -22,7 +22,7 @@ use crate::config::{Mode, ValidExperiment};
 use crate::error::{DriverError, Result};
 use crate::progress;
 use counts::Counts;
-use features::{Chunk, Encoding, Pipeline, Values};
+use features::{Chunk, Encoding, Pipeline, UnitFeatures, Values};
 use scan::Source;
 use split::{Role, assign};
 
@@ -54,6 +54,26 @@ impl Prepared {
     }
 }
 
+/// One pass over `source`: every unit featurized by `pipeline`, then given to `work`, on every
+/// core; results in file order. A progress bar named `phase` counts the rows.
+pub async fn featurized<T: Send>(
+    source: &Source,
+    pipeline: &Pipeline,
+    phase: &'static str,
+    work: impl Fn(UnitFeatures) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
+    let bar = progress::bar(phase, source.rows(), "rows");
+    let done = source
+        .for_each(pipeline.columns(), |unit| {
+            let features = pipeline.featurize(unit)?;
+            bar.inc(features.rows_read);
+            work(features)
+        })
+        .await?;
+    bar.finish_and_clear();
+    Ok(done)
+}
+
 /// Prepares the experiment's data in two passes over the file, each on every core: exact counts
 /// (the encoding and the bin edges), then encoding, binning and routing each row to its
 /// partition. Only counts and encoded rows are held, never the file's text.
@@ -67,15 +87,7 @@ pub async fn prepare(exp: &ValidExperiment) -> Result<Prepared> {
     let split = &exp.split;
     let role = |row: u64| assign(split.seed, row, split.test_fraction, split.partitions).0;
 
-    let bar = progress::bar("counting", source.rows(), "rows");
-    let counts = source
-        .for_each(pipeline.columns(), |unit| {
-            let features = pipeline.featurize(unit)?;
-            bar.inc(features.rows_read);
-            Ok(Counts::of(&features, role))
-        })
-        .await?;
-    bar.finish_and_clear();
+    let counts = featurized(&source, &pipeline, "counting", |features| Ok(Counts::of(&features, role))).await?;
     let counts = counts.into_iter().fold(Counts::default(), Counts::merge);
     step("counted");
     if counts.rows_read == 0 {
@@ -114,15 +126,10 @@ pub async fn prepare(exp: &ValidExperiment) -> Result<Prepared> {
     // A forest's training rows carry their numbers in the file, which seed their bootstrap
     // weights wherever they are held.
     let numbered = exp.mode == Mode::Forest;
-    let bar = progress::bar("encoding", source.rows(), "rows");
-    let units = source
-        .for_each(pipeline.columns(), |unit| {
-            let features = pipeline.featurize(unit)?;
-            bar.inc(features.rows_read);
-            encoding.encode(&pipeline, &features, values, 2 * parts, destination, numbered)
-        })
-        .await?;
-    bar.finish_and_clear();
+    let units = featurized(&source, &pipeline, "encoding", |features| {
+        encoding.encode(&pipeline, &features, values, 2 * parts, destination, numbered)
+    })
+    .await?;
     step("encoded");
     let feature_names = spec.feature_names();
     // Each partition sized once, then filled unit by unit, each unit freed as it goes.

@@ -36,8 +36,8 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::oneshot;
 use url::Url;
 
-use super::load::{Format, SOURCE_TABLE, detect_format, register_source, register_url, scan_error, session};
-use crate::error::{DriverError, Result};
+use super::load::{Format, SOURCE_TABLE, detect_format, open_checked, register_source, register_url, scan_error, session};
+use crate::error::{DriverError, Result, with_causes};
 
 /// Most rows decoded at once from one row group: bounds the memory of a unit whatever the
 /// file's row group size.
@@ -205,19 +205,9 @@ impl Remote {
     }
 }
 
-/// An object store's error with its causes (the top level often says only "error sending
-/// request").
+/// An object store's error with its causes.
 fn remote_error(e: &object_store::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(&format!(": {cause_text}"));
-        }
-        source = cause.source();
-    }
-    text
+    with_causes(e.to_string(), e)
 }
 
 /// The byte ranges of one row group's column chunks, fetched before decoding; the Parquet
@@ -299,7 +289,7 @@ impl Source {
         }
         let metadata = match &location {
             Location::Local(file) => {
-                let file = open_parquet(file, path)?;
+                let file = open_checked(file, path, Format::Parquet)?;
                 ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(|e| unreadable(e.to_string()))?
             }
             Location::Remote(remote) => {
@@ -364,7 +354,9 @@ impl Source {
                 |e: &dyn std::fmt::Display| DriverError::Query { path: self.path.clone(), reason: format!("row group {group}: {e}") };
             match &self.location {
                 Location::Local(file) => {
-                    read_row_group(open_parquet(file, &self.path)?, metadata, group, columns, first_rows[group], work, &failed)
+                    // Checked when the source was opened; each pass checks its fingerprint.
+                    let opened = File::open(file).map_err(|e| failed(&e))?;
+                    read_row_group(opened, metadata, group, columns, first_rows[group], work, &failed)
                 }
                 Location::Remote(remote) => {
                     // The column chunks of every leaf under the projected columns.
@@ -478,24 +470,6 @@ async fn remote_footer(remote: &Remote, path: &Path, len: u64) -> Result<Parquet
 
 fn query(path: &Path, e: datafusion::error::DataFusionError) -> DriverError {
     DriverError::Query { path: path.to_path_buf(), reason: e.to_string() }
-}
-
-/// Opens a Parquet file after checking that it is one (DataFusion's own check gives a vaguer
-/// error).
-fn open_parquet(file: &Path, path: &Path) -> Result<File> {
-    let unreadable = |reason: String| DriverError::UnreadableFile { path: path.to_path_buf(), reason };
-    let meta = std::fs::metadata(file).map_err(|e| unreadable(e.to_string()))?;
-    if !meta.is_file() {
-        return Err(unreadable("not a regular file".into()));
-    }
-    if meta.len() == 0 {
-        return Err(unreadable("the file is empty (0 bytes)".into()));
-    }
-    let mut file = File::open(file).map_err(|e| unreadable(e.to_string()))?;
-    if !super::load::has_parquet_magic(&mut file, meta.len()).map_err(|e| unreadable(e.to_string()))? {
-        return Err(unreadable("not a Parquet file (it does not start and end with the magic bytes PAR1)".into()));
-    }
-    Ok(file)
 }
 
 /// The file's schema with its string columns as Dictionary(Int32, Utf8): the reader then keeps
