@@ -19,8 +19,7 @@ pub fn embedded_dataset() -> PathBuf {
 /// 4096 is far beyond any useful split of one machine's data. Executors refuse higher indexes.
 pub const MAX_PARTITIONS: u32 = canopy_proto::MAX_PARTITIONS as u32;
 
-/// Most label buckets: labels travel as one byte, so at most 255 classes.
-pub const MAX_LABEL_BUCKETS: usize = 254;
+pub use canopy_pipeline::spec::{DerivedColumn, FeatureSpec, LabelSpec, MAX_LABEL_BUCKETS};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -35,6 +34,18 @@ pub enum Mode {
     Forest,
 }
 
+/// Who reads the rows of the data file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadBy {
+    /// The driver reads, encodes and bins every row and ships each partition over Arrow Flight.
+    #[default]
+    Driver,
+    /// Each executor reads its own partitions of the Parquet file (a shared path or an
+    /// object-store URL); the driver only counts, and holds no rows.
+    Executors,
+}
+
 impl Mode {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -42,84 +53,6 @@ impl Mode {
             Mode::Ensemble => "ensemble",
             Mode::Forest => "forest",
         }
-    }
-}
-
-/// How the label is made: numeric values bucketed by `buckets`, or an indexed category.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LabelSpec {
-    pub column: String,
-    /// Class i holds values in [buckets[i-1], buckets[i]) (Spark's Bucketizer), with -inf and
-    /// +inf implied at the ends. Empty means the column is already categorical.
-    #[serde(default)]
-    pub buckets: Vec<f64>,
-}
-
-/// A column computed by a SQL expression over the input columns (quote mixed-case names).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DerivedColumn {
-    pub name: String,
-    pub sql: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct FeatureSpec {
-    pub label: LabelSpec,
-    /// Used as they are (cast to double).
-    pub numeric: Vec<String>,
-    /// Indexed by descending frequency (ties by value), as Spark's StringIndexer does; the
-    /// feature is named `<column>_index`.
-    pub categorical: Vec<String>,
-    pub derived: Vec<DerivedColumn>,
-}
-
-impl Default for FeatureSpec {
-    fn default() -> Self {
-        FeatureSpec {
-            label: LabelSpec { column: "ArrDelay".into(), buckets: vec![-15.0, 0.0, 30.0] },
-            numeric: ["DepDelay", "Distance", "DayOfMonth", "DayOfWeek", "DayOfYear"].map(String::from).to_vec(),
-            categorical: ["Carrier", "Origin", "Dest", "Route"].map(String::from).to_vec(),
-            derived: vec![DerivedColumn { name: "Route".into(), sql: r#""Origin" || '-' || "Dest""#.into() }],
-        }
-    }
-}
-
-impl FeatureSpec {
-    /// Names of the feature vector, in order: numeric columns, then category indexes.
-    pub fn feature_names(&self) -> Vec<String> {
-        self.numeric.iter().cloned().chain(self.categorical.iter().map(|c| format!("{c}_index"))).collect()
-    }
-
-    /// What an experiment and a model file both need of their features and label.
-    pub fn check(&self) -> std::result::Result<(), String> {
-        if self.numeric.is_empty() && self.categorical.is_empty() {
-            return Err("no feature columns: give numeric and/or categorical columns".into());
-        }
-        let names = self.feature_names();
-        if names.len() > canopy_proto::MAX_FEATURES {
-            return Err(format!("{} feature columns; executors take at most {}", names.len(), canopy_proto::MAX_FEATURES));
-        }
-        for (i, name) in names.iter().enumerate() {
-            if names[..i].contains(name) {
-                return Err(format!("feature '{name}' is listed twice"));
-            }
-        }
-        self.label.check()
-    }
-}
-
-impl LabelSpec {
-    pub fn check(&self) -> std::result::Result<(), String> {
-        if self.buckets.iter().any(|b| !b.is_finite()) || self.buckets.windows(2).any(|w| w[0] >= w[1]) {
-            return Err(format!("label buckets must be finite and strictly increasing, got {:?}", self.buckets));
-        }
-        if self.buckets.len() > MAX_LABEL_BUCKETS {
-            return Err(format!("at most {MAX_LABEL_BUCKETS} label buckets ({} classes)", MAX_LABEL_BUCKETS + 1));
-        }
-        Ok(())
     }
 }
 
@@ -144,6 +77,7 @@ impl Default for SplitSpec {
 pub struct Experiment {
     pub data: Option<PathBuf>,
     pub mode: Mode,
+    pub read_by: ReadBy,
     pub features: FeatureSpec,
     pub split: SplitSpec,
     pub tree: TreeParams,
@@ -175,11 +109,25 @@ impl Experiment {
             )));
         }
         let data = self.data.clone().unwrap_or_else(embedded_dataset);
+        if self.read_by == ReadBy::Executors {
+            if self.mode == Mode::Ensemble {
+                return Err(DriverError::Config(
+                    "executors read their own rows in the exact and forest modes; the ensemble's trees depend on the driver's partitions"
+                        .into(),
+                ));
+            }
+            if canopy_pipeline::load::detect_format(&data)?.0 != canopy_pipeline::load::Format::Parquet {
+                return Err(DriverError::Config(format!(
+                    "executors read their own rows of Parquet files only; '{}' is not one (use --read-by driver)",
+                    data.display()
+                )));
+            }
+        }
         let tree = self.tree.clone().check().map_err(DriverError::Params)?;
         // Seeded by the split's seed: one seed fixes the split, the partitions and the forest.
         let plan = self.forest.plan(self.split.seed, self.features.feature_names().len()).map_err(DriverError::Params)?;
         let forest = (self.mode == Mode::Forest).then_some((self.forest, plan));
-        Ok(ValidExperiment { data, mode: self.mode, features: self.features, split: self.split, tree, forest })
+        Ok(ValidExperiment { data, mode: self.mode, read_by: self.read_by, features: self.features, split: self.split, tree, forest })
     }
 }
 
@@ -188,6 +136,7 @@ impl Experiment {
 pub struct ValidExperiment {
     pub data: PathBuf,
     pub mode: Mode,
+    pub read_by: ReadBy,
     pub features: FeatureSpec,
     pub split: SplitSpec,
     pub tree: ValidTreeParams,

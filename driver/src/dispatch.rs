@@ -20,6 +20,7 @@ use arrow::array::RecordBatch;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::{FlightClient, FlightDescriptor};
+use canopy_pipeline::partitions::FeatureEncoding;
 use canopy_proto::v1::executor_client::ExecutorClient;
 use canopy_proto::v1::{self};
 use canopy_proto::{
@@ -36,11 +37,19 @@ use tracing::{info, warn};
 
 use crate::cluster::ExecutorHandle;
 use crate::config::Mode;
-use crate::data::Prepared;
+use crate::data::{Partitions, Prepared};
 use crate::error::{DriverError, Result};
 use crate::metrics::DriverMetrics;
 use crate::registry::{Member, Registry};
 use crate::results::{ExecutorReport, FailureRecord, MembershipChange, MembershipEvent, Round, TrafficStats};
+
+/// How partitions reach their new owner.
+enum Load {
+    /// Sent over Arrow Flight, one stream each.
+    Ship(Vec<(PartitionId, RecordBatch)>),
+    /// Read by the executor itself from the job's data source.
+    Read(v1::LoadPartitionsRequest),
+}
 
 pub(crate) enum CallError {
     /// The executor is gone, silent, or lost its job: move its partitions and ask again.
@@ -205,9 +214,28 @@ impl Dispatcher {
                 Mode::Forest => v1::JobMode::Forest,
             } as i32,
             forest: self.forest,
+            source: self.data_source()?,
         };
         let mut client = handle.control.clone();
         self.guarded(&handle, async move { client.begin_job(request).await.map(|_| ()).map_err(|s| classify(&s)) }).await
+    }
+
+    /// Where executors read their own rows, when they do.
+    fn data_source(&self) -> std::result::Result<Option<v1::DataSource>, CallError> {
+        let Partitions::Read(plan) = &self.prepared.partitions else {
+            return Ok(None);
+        };
+        let features = FeatureEncoding { features: plan.features.clone(), encoding: self.prepared.encoding.clone() };
+        let features_json = serde_json::to_vec(&features).map_err(|e| CallError::Fatal(format!("cannot encode the features: {e}")))?;
+        Ok(Some(v1::DataSource {
+            location: self.prepared.source.to_string_lossy().into_owned(),
+            version: plan.version.clone(),
+            rows: plan.layout.rows,
+            partitions: plan.layout.partitions,
+            split_seed: plan.layout.seed,
+            test_fraction: plan.layout.test_fraction,
+            features_json,
+        }))
     }
 
     /// Active executors, in join order.
@@ -216,19 +244,11 @@ impl Dispatcher {
     }
 
     fn rows_of(&self, p: PartitionId) -> u64 {
-        let batches = match p.role {
-            Role::Train => &self.prepared.train,
-            Role::Test => &self.prepared.test,
-        };
-        batches.get(p.index as usize).map_or(0, |b| b.num_rows() as u64)
+        self.prepared.rows_of(p)
     }
 
     fn partitions(&self, role: Role) -> Vec<PartitionId> {
-        let count = match role {
-            Role::Train => self.prepared.train.len(),
-            Role::Test => self.prepared.test.len(),
-        };
-        (0..count as u32).map(|index| PartitionId { role, index }).collect()
+        (0..self.prepared.partition_count() as u32).map(|index| PartitionId { role, index }).collect()
     }
 
     fn held_by(&self, id: &ExecutorId, role: Role) -> Vec<PartitionId> {
@@ -321,11 +341,27 @@ impl Dispatcher {
                 staying = active;
             }
             let mut target = BTreeMap::new();
-            for role in [Role::Train, Role::Test] {
-                let rows: BTreeMap<PartitionId, u64> = self.partitions(role).into_iter().map(|p| (p, self.rows_of(p))).collect();
-                let current: BTreeMap<PartitionId, ExecutorId> =
-                    self.owner.iter().filter(|(p, o)| p.role == role && staying.contains(o)).map(|(p, o)| (*p, o.clone())).collect();
-                target.extend(balance(&rows, &current, &staying));
+            if matches!(self.prepared.partitions, Partitions::Read(_)) {
+                // An executor reads a range of rows once for its training and its test rows:
+                // both partitions of a range have one owner, balanced by their rows together.
+                let test = |p: PartitionId| PartitionId { role: Role::Test, index: p.index };
+                let rows: BTreeMap<PartitionId, u64> =
+                    self.partitions(Role::Train).into_iter().map(|p| (p, self.rows_of(p) + self.rows_of(test(p)))).collect();
+                let current: BTreeMap<PartitionId, ExecutorId> = (self.owner.iter())
+                    .filter(|(p, o)| p.role == Role::Train && staying.contains(o) && self.owner.get(&test(**p)) == Some(*o))
+                    .map(|(p, o)| (*p, o.clone()))
+                    .collect();
+                for (p, to) in balance(&rows, &current, &staying) {
+                    target.insert(test(p), to.clone());
+                    target.insert(p, to);
+                }
+            } else {
+                for role in [Role::Train, Role::Test] {
+                    let rows: BTreeMap<PartitionId, u64> = self.partitions(role).into_iter().map(|p| (p, self.rows_of(p))).collect();
+                    let current: BTreeMap<PartitionId, ExecutorId> =
+                        self.owner.iter().filter(|(p, o)| p.role == role && staying.contains(o)).map(|(p, o)| (*p, o.clone())).collect();
+                    target.extend(balance(&rows, &current, &staying));
+                }
             }
             let moves: Vec<(PartitionId, ExecutorId)> = target.into_iter().filter(|(p, to)| self.owner.get(p) != Some(to)).collect();
             let lost_before = self.failures.len();
@@ -442,7 +478,22 @@ impl Dispatcher {
                 decisions: this.log[member.log_len..].iter().map(v1::SplitDecision::from).collect(),
                 partitions: partitions_to_wire(&this.held_by(to, Role::Train)),
             });
-            let batches: Vec<(PartitionId, RecordBatch)> = parts.iter().map(|p| (*p, this.batch(*p).clone())).collect();
+            let load = match &this.prepared.partitions {
+                Partitions::Shipped { train, test } => Load::Ship(
+                    parts
+                        .iter()
+                        .map(|p| {
+                            let batches = if p.role == Role::Train { train } else { test };
+                            (*p, batches[p.index as usize].clone())
+                        })
+                        .collect(),
+                ),
+                Partitions::Read(_) => Load::Read(v1::LoadPartitionsRequest {
+                    job_id: this.job_id.clone(),
+                    partitions: partitions_to_wire(parts),
+                    rows: parts.iter().map(|p| this.rows_of(*p)).collect(),
+                }),
+            };
             let (handle, job_id, metrics) = (member.handle.clone(), this.job_id.clone(), this.metrics.clone());
             async move {
                 let mut acked = Vec::new();
@@ -451,11 +502,24 @@ impl Dispatcher {
                     if let Some(request) = catch_up {
                         control.apply_splits(request).await.map_err(|s| classify(&s))?;
                     }
-                    for (p, batch) in batches {
-                        metrics.tasks_moved(-1, 1);
-                        let sent = put_partition(handle.channel.clone(), &job_id, p, batch).await;
-                        metrics.tasks_moved(0, -1);
-                        acked.push((p, sent?));
+                    match load {
+                        Load::Ship(batches) => {
+                            for (p, batch) in batches {
+                                metrics.tasks_moved(-1, 1);
+                                let sent = put_partition(handle.channel.clone(), &job_id, p, batch).await;
+                                metrics.tasks_moved(0, -1);
+                                acked.push((p, sent?));
+                            }
+                        }
+                        Load::Read(request) => {
+                            // The executor reads them all, or holds none of them.
+                            let n = request.partitions.len() as i64;
+                            metrics.tasks_moved(-n, n);
+                            let loaded = control.load_partitions(request).await;
+                            metrics.tasks_moved(0, -n);
+                            loaded.map_err(|s| classify(&s))?;
+                            acked.extend(parts.iter().map(|p| (*p, 0)));
+                        }
                     }
                     Ok(())
                 };
@@ -519,13 +583,6 @@ impl Dispatcher {
             } else {
                 self.unreleased.insert((from, p));
             }
-        }
-    }
-
-    fn batch(&self, p: PartitionId) -> &RecordBatch {
-        match p.role {
-            Role::Train => &self.prepared.train[p.index as usize],
-            Role::Test => &self.prepared.test[p.index as usize],
         }
     }
 

@@ -35,7 +35,7 @@ use std::sync::Arc;
 use tracing::info;
 
 use crate::cluster::{Cluster, ClusterSpec};
-use crate::config::ValidExperiment;
+use crate::config::{ReadBy, ValidExperiment};
 use crate::error::{DriverError, Result};
 use crate::metrics::Observability;
 use crate::report::Report;
@@ -88,7 +88,9 @@ pub async fn run_plan(exp: &ValidExperiment, plan: &Plan, timeouts: &Timeouts, o
         metrics.set_wanted(first_wanted.min(exp.split.partitions as usize));
     }
     info!(data = %exp.data.display(), "preparing data");
-    let prepared = Arc::new(data::prepare(exp).await?);
+    // In this process the driver holds every partition whoever would have read them.
+    let read_by = if cluster.is_some() { exp.read_by } else { ReadBy::Driver };
+    let prepared = Arc::new(data::prepare(exp, read_by).await?);
     metrics.phase("prepare", prepared.prepare_seconds);
     info!(
         rows = prepared.rows.read,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use canopy_driver::cluster::{ClusterSpec, SpawnSpec};
-use canopy_driver::config::{DerivedColumn, Experiment, Mode};
+use canopy_driver::config::{DerivedColumn, Experiment, Mode, ReadBy};
 use canopy_driver::metrics::Observability;
 use canopy_driver::run::Timeouts;
 use canopy_driver::{Plan, cluster, run_plan};
@@ -54,6 +54,10 @@ struct ExperimentArgs {
     experiment: Option<PathBuf>,
     #[arg(long, value_enum)]
     mode: Option<Mode>,
+    /// Who reads the data file's rows: the driver (it ships partitions), or each executor its
+    /// own partitions (Parquet on a path every executor sees, or an object-store URL).
+    #[arg(long, value_enum)]
+    read_by: Option<ReadBy>,
     /// Seed of the train/test split and partitioning.
     #[arg(long)]
     seed: Option<u64>,
@@ -117,6 +121,9 @@ impl ExperimentArgs {
         };
         if self.data.is_some() {
             e.data = self.data.clone();
+        }
+        if let Some(r) = self.read_by {
+            e.read_by = r;
         }
         if let Some(m) = self.mode {
             e.mode = m;

@@ -13,7 +13,7 @@ use tracing::info;
 
 use crate::cluster::Cluster;
 use crate::config::{Mode, ValidExperiment};
-use crate::data::Prepared;
+use crate::data::{Partitions, Prepared};
 use crate::dispatch::{Dispatcher, RemoteStats};
 use crate::error::{DriverError, Result};
 use crate::metrics::DriverMetrics;
@@ -157,12 +157,11 @@ pub fn run_in_process(prepared: &Prepared, exp: &ValidExperiment, metrics: &Driv
     // The executors' own decoding and statistics, so the reference run sees what they see.
     let plan = growth_plan(prepared, exp);
     let mut source = LocalStats::for_plan(HistogramLayout::new(&prepared.edges, k), &plan);
-    let parts = prepared
-        .train
-        .iter()
-        .enumerate()
-        .map(|(i, b)| (PartitionId::train(i as u32), b))
-        .chain(prepared.test.iter().enumerate().map(|(i, b)| (PartitionId::test(i as u32), b)));
+    let Partitions::Shipped { train, test } = &prepared.partitions else {
+        return Err(DriverError::Internal("an in-process run needs the driver's partitions".into()));
+    };
+    let parts = (train.iter().enumerate().map(|(i, b)| (PartitionId::train(i as u32), b)))
+        .chain(test.iter().enumerate().map(|(i, b)| (PartitionId::test(i as u32), b)));
     for (id, batch) in parts {
         let decoded = decode(std::slice::from_ref(batch), &prepared.edges, k, false)
             .map_err(|e| DriverError::Internal(format!("in-process partition {id}: {e}")))?;
@@ -202,7 +201,7 @@ pub async fn run_distributed(
     let started = Instant::now();
     let k = prepared.num_classes();
     let cap = cluster.spec.cap(count);
-    metrics.set_wanted(cap.min(prepared.train.len()));
+    metrics.set_wanted(cap.min(prepared.partition_count()));
     let initial = cluster.members_for_run(count).await?;
     let started_with = initial.len();
     let connect_seconds = started.elapsed().as_secs_f64();
@@ -211,7 +210,8 @@ pub async fn run_distributed(
     metrics.run_started(&job_id, exp.mode.as_str());
 
     let shipping = Instant::now();
-    info!(executors = initial.len(), partitions = prepared.train.len() + prepared.test.len(), "shipping partitions");
+    let verb = if matches!(prepared.partitions, Partitions::Read(_)) { "loading partitions" } else { "shipping partitions" };
+    info!(executors = initial.len(), partitions = 2 * prepared.partition_count(), "{verb}");
     let plan = growth_plan(&prepared, exp);
     let bar = crate::progress::bar("shipping", None, "");
     let mut dispatcher = Dispatcher::start(

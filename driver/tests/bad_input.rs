@@ -91,6 +91,20 @@ fn labels_all_null() {
 }
 
 #[test]
+fn executors_read_their_own_rows_of_parquet_files_in_exact_and_forest_modes_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = csv(tmp.path(), "f.csv", &[HEADER]);
+    fails_with(
+        &["--read-by", "executors", "--data", &path],
+        &format!("invalid configuration: executors read their own rows of Parquet files only; '{path}' is not one (use --read-by driver)"),
+    );
+    fails_with(
+        &["--read-by", "executors", "--mode", "ensemble"],
+        "invalid configuration: executors read their own rows in the exact and forest modes; the ensemble's trees depend on the driver's partitions",
+    );
+}
+
+#[test]
 fn empty_dataset() {
     let tmp = tempfile::tempdir().unwrap();
     let path = csv(tmp.path(), "f.csv", &[HEADER]);

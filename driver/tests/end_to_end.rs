@@ -56,6 +56,32 @@ fn same_model_on_1_2_3_4_executors_and_in_process_with_exact_metrics() {
 }
 
 #[test]
+fn executors_that_read_their_own_rows_train_the_same_tree_and_forest() {
+    let tmp = tempfile::tempdir().unwrap();
+    for mode in ["exact", "forest"] {
+        let (read, local) = (tmp.path().join(format!("read-{mode}")), tmp.path().join(format!("local-{mode}")));
+        let read_args =
+            ["scale", "--mode", mode, "--read-by", "executors", "--executors", "1,3", "--quiet", "--out", read.to_str().unwrap()];
+        assert_ok(&driver(&read_args));
+        assert_ok(&driver(&["train", "--mode", mode, "--in-process", "--quiet", "--out", local.to_str().unwrap()]));
+        let reference = model_bytes(&local, "model-in-process-r1.json");
+        for n in [1, 3] {
+            assert!(model_bytes(&read, &format!("model-e{n}-r1.json")) == reference, "{mode} model read by {n} executors differs");
+        }
+        let report = report(&read);
+        assert_eq!(report["rows"], serde_json::json!({"read": 327346, "dropped_null_label": 0, "train": 261806, "test": 65540}));
+        for run in report["runs"].as_array().unwrap() {
+            let rows: u64 = run["executor_stats"].as_array().unwrap().iter().map(|s| s["rows_held"].as_u64().unwrap()).sum();
+            assert_eq!(rows, 327346, "every row read by exactly one executor");
+            assert_eq!(run["traffic"]["partition_bytes_sent"], 0, "the driver shipped rows");
+            if mode == "exact" {
+                assert_eq!(run["confusion_matrix"], serde_json::json!(EXPECTED_CONFUSION));
+            }
+        }
+    }
+}
+
+#[test]
 fn tree_matches_snapshot() {
     let tmp = tempfile::tempdir().unwrap();
     assert_ok(&driver(&["train", "--in-process", "--quiet", "--out", tmp.path().to_str().unwrap()]));

@@ -23,12 +23,23 @@ fn addrs(executors: &[Executor]) -> String {
 
 #[test]
 fn killed_executor_is_replaced_and_the_model_is_unchanged() {
+    killed_executor_is_replaced(&[]);
+}
+
+/// The survivors read the lost executor's partitions again from the file.
+#[test]
+fn killed_executor_that_read_its_own_rows_is_replaced() {
+    killed_executor_is_replaced(&["--read-by", "executors"]);
+}
+
+fn killed_executor_is_replaced(extra: &[&str]) {
     let tmp = tempfile::tempdir().unwrap();
     let reference = reference_model(tmp.path());
     let executors = slow_executors(3);
     let out = tmp.path().join("run");
     let addrs = addrs(&executors);
-    let args = ["train", "--executors", "3", "--executor-addrs", &addrs, "--out", out.to_str().unwrap()];
+    let mut args = vec!["train", "--executors", "3", "--executor-addrs", &addrs, "--out", out.to_str().unwrap()];
+    args.extend(extra);
     let (status, log) = driver_with_trigger(&args, after_level(1, || executors[1].signal("-KILL")));
     assert!(status.success(), "{log}");
     assert!(log.contains("executor lost; reassigning its partitions"), "{log}");

@@ -109,6 +109,15 @@ fn s3_and_http_data_give_the_model_of_the_local_file() {
     assert_eq!(report["data"], url);
     assert_eq!(report["rows"]["read"], 327_346);
 
+    // Executors that read their own row ranges from the bucket, with their own credentials.
+    let read = dir("s3-read");
+    assert_ok(&driver_on(
+        &endpoint(&s3),
+        &["scale", "--executors", "2", "--read-by", "executors", "--quiet", "--data", &url, "--out", &read],
+    ));
+    assert!(model_bytes(Path::new(&read), "model-e2-r1.json") == reference, "the model read by executors from s3:// differs");
+    assert_eq!(crate::report(Path::new(&read))["runs"][0]["traffic"]["partition_bytes_sent"], 0);
+
     let over_http = dir("http");
     let http = s3.http_url("flights/2013.parquet");
     assert_ok(&driver_on(&endpoint(&s3), &["train", "--in-process", "--quiet", "--data", &http, "--out", &over_http]));

@@ -30,6 +30,9 @@ pub enum ExecutorError {
     OverBudget(String),
     #[error("task panicked or was cancelled: {0}")]
     TaskAborted(String),
+    /// The job's data source cannot be read, or its rows are not what the driver found.
+    #[error(transparent)]
+    Data(#[from] canopy_pipeline::DataError),
 }
 
 impl From<ExecutorError> for Status {
@@ -51,6 +54,8 @@ impl From<ExecutorError> for Status {
             ExecutorError::Tree(_) | ExecutorError::LocalModel(_) => Status::invalid_argument(message),
             ExecutorError::OverBudget(_) => Status::resource_exhausted(message),
             ExecutorError::TaskAborted(_) => Status::internal(message),
+            // Another executor would read the same file: the job fails with the reason.
+            ExecutorError::Data(_) => Status::invalid_argument(message),
         }
     }
 }

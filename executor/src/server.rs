@@ -24,6 +24,8 @@ use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, instrument, warn};
 
+use canopy_pipeline::partitions::PartitionReader;
+
 use crate::ExecutorError;
 use crate::ensemble::LocalTreeParams;
 use crate::metrics::ExecutorMetrics;
@@ -261,7 +263,22 @@ impl Executor for ExecutorService {
         if self.inner.decommissioning.load(Ordering::Relaxed) {
             return Err(ExecutorError::Decommissioning.into());
         }
-        let job = Job::new(r.job_id.clone(), edges_from_wire(&r.features), num_classes, kind);
+        let edges = edges_from_wire(&r.features);
+        let numbered = matches!(kind, crate::validate::JobKind::Forest(_));
+        let mut job = Job::new(r.job_id.clone(), edges.clone(), num_classes, kind);
+        if let Some(source) = &r.source {
+            let (features, layout) = crate::validate::data_source(&r, source)?;
+            if self.inner.lock_job()?.is_some() {
+                return Err(ExecutorError::Busy.into());
+            }
+            // Opened (and the file checked against the driver's) before the job is accepted, so
+            // an executor that cannot read the data never starts it.
+            let location = std::path::Path::new(&source.location);
+            let reader = PartitionReader::open(location, &source.version, &features.features, features.encoding, edges, layout, numbered)
+                .await
+                .map_err(ExecutorError::from)?;
+            job.reader = Some(Arc::new(reader));
+        }
         let mut guard = self.inner.lock_job()?;
         if guard.is_some() {
             return Err(ExecutorError::Busy.into());
@@ -271,7 +288,7 @@ impl Executor for ExecutorService {
         canopy_runtime::heap::reset_peak();
         self.inner.metrics.jobs.inc();
         self.inner.metrics.rows_held.set(0);
-        info!(features = r.features.len(), num_classes, "job started");
+        info!(features = r.features.len(), num_classes, reads = r.source.as_ref().map(|s| s.location.as_str()), "job started");
         Ok(Response::new(v1::BeginJobResponse {}))
     }
 
@@ -322,6 +339,88 @@ impl Executor for ExecutorService {
             Ok(confusion_response(confusion))
         })
         .await
+    }
+
+    #[instrument(skip_all, fields(executor = %self.inner.executor_id, job = %request.get_ref().job_id))]
+    async fn load_partitions(&self, request: Request<v1::LoadPartitionsRequest>) -> Result<Response<v1::LoadPartitionsResponse>, Status> {
+        let started = Instant::now();
+        let r = request.into_inner();
+        let partitions = named(&r.partitions)?;
+        if r.rows.len() != partitions.len() {
+            return Err(ExecutorError::InvalidRequest(format!("{} partitions but {} row counts", partitions.len(), r.rows.len())).into());
+        }
+        let distinct: std::collections::BTreeSet<_> = partitions.iter().collect();
+        if distinct.len() != partitions.len() {
+            return Err(ExecutorError::InvalidRequest("a partition is named twice".into()).into());
+        }
+        // Checked and reserved before anything is read: the job, that it reads its own rows,
+        // each partition's index, that none is held, and the memory their declared rows take.
+        let (service, job_id) = (self.clone(), r.job_id.clone());
+        let wanted: Vec<(PartitionId, u64)> = partitions.into_iter().zip(r.rows).collect();
+        let admitted = wanted.clone();
+        let (reader, _reservations) = tokio::task::spawn_blocking(move || {
+            let reader = {
+                let guard = service.inner.lock_job()?;
+                let job = guard.as_ref().ok_or(ExecutorError::NoJob)?;
+                job.check_id(&job_id)?;
+                job.reader.clone().ok_or_else(|| ExecutorError::InvalidRequest("this job's partitions are sent, not read".into()))?
+            };
+            if let Some((p, _)) = admitted.iter().find(|(p, _)| p.index >= reader.partitions()) {
+                return Err(ExecutorError::InvalidRequest(format!("partition {p} is beyond the job's {} partitions", reader.partitions())));
+            }
+            let reservations =
+                admitted.iter().map(|(p, rows)| service.admit_partition(&job_id, *p, *rows)).collect::<Result<Vec<_>, _>>()?;
+            Ok::<_, ExecutorError>((reader, reservations))
+        })
+        .await
+        .map_err(|e| ExecutorError::TaskAborted(e.to_string()))??;
+        // Each range of rows is read once for both its training and its test partition.
+        let handle = tokio::runtime::Handle::current();
+        let to_read = wanted.clone();
+        let batches = tokio::task::spawn_blocking(move || {
+            handle.block_on(async {
+                let mut batches: Vec<(PartitionId, u64, RecordBatch)> = Vec::with_capacity(to_read.len());
+                let indexes: Vec<u32> =
+                    to_read.iter().map(|(p, _)| p.index).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+                for (index, [train, test]) in indexes.iter().zip(reader.read(&indexes).await?) {
+                    for (role, chunk) in [(Role::Train, train), (Role::Test, test)] {
+                        if let Some((p, rows)) = to_read.iter().find(|(p, _)| p.index == *index && p.role == role) {
+                            batches.push((*p, *rows, reader.batch(chunk)?));
+                        }
+                    }
+                }
+                Ok::<_, ExecutorError>(batches)
+            })
+        })
+        .await
+        .map_err(|e| ExecutorError::TaskAborted(e.to_string()))??;
+        let read_time = started.elapsed();
+        let metrics = &self.inner.metrics;
+        metrics.observe("load_partition", "read", read_time.as_secs_f64());
+        let (rows, rows_held) = self
+            .with_job(r.job_id, "load_partition", "bin", move |job| {
+                job.counters.add_time("read", read_time);
+                let mut stored: Vec<PartitionId> = Vec::new();
+                let mut rows = 0;
+                for (p, declared, batch) in &batches {
+                    match job.store(*p, *declared, std::slice::from_ref(batch)) {
+                        Ok(n) => {
+                            rows += n;
+                            stored.push(*p);
+                        }
+                        Err(e) => {
+                            // All or nothing: the driver moves none of them here.
+                            stored.into_iter().for_each(|p| _ = job.release(p));
+                            return Err(e);
+                        }
+                    }
+                }
+                Ok((rows, job.rows_held()))
+            })
+            .await?;
+        metrics.rows_held.set(i64::try_from(rows_held).unwrap_or(i64::MAX));
+        info!(partitions = wanted.len(), rows, seconds = read_time.as_secs_f64(), "read partitions");
+        Ok(Response::new(v1::LoadPartitionsResponse { rows }))
     }
 
     async fn release_partition(

@@ -3,8 +3,10 @@
 //! job's counters.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
+use canopy_pipeline::partitions::PartitionReader;
 use canopy_proto::partition::{Decoded, decode};
 use canopy_tree::{BinEdges, HistogramLayout, LocalStats, PartitionId};
 
@@ -20,6 +22,8 @@ pub struct Job {
     pub stats: LocalStats,
     /// Raw values, in ensemble mode only.
     pub ensemble: Option<EnsembleRows>,
+    /// The job's file, when this executor reads its own partitions (LoadPartitions).
+    pub reader: Option<Arc<PartitionReader>>,
     pub counters: JobCounters,
 }
 
@@ -57,6 +61,7 @@ impl Job {
             num_classes,
             stats,
             ensemble: (kind == JobKind::Ensemble).then(EnsembleRows::default),
+            reader: None,
             counters: JobCounters::default(),
         }
     }

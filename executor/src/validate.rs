@@ -3,8 +3,11 @@
 
 use std::collections::BTreeSet;
 
+use canopy_pipeline::partitions::{FeatureEncoding, RowPartitioning};
 use canopy_proto::v1;
-use canopy_proto::{MAX_BINS, MAX_CLASSES, MAX_FEATURES, MAX_HISTOGRAM_ANSWER_BYTES, MAX_NAME_BYTES, MAX_NODE_HISTOGRAM_BYTES};
+use canopy_proto::{
+    MAX_BINS, MAX_CLASSES, MAX_FEATURES, MAX_HISTOGRAM_ANSWER_BYTES, MAX_NAME_BYTES, MAX_NODE_HISTOGRAM_BYTES, MAX_PARTITIONS,
+};
 use canopy_tree::{ForestPlan, NodeId};
 
 use crate::ExecutorError;
@@ -76,6 +79,47 @@ pub fn begin_job(r: &v1::BeginJobRequest) -> Result<JobKind, ExecutorError> {
     Ok(kind)
 }
 
+/// Most bytes of a data source's location (a path or URL).
+const MAX_LOCATION_BYTES: usize = 4096;
+
+/// A BeginJob's data source, when the executor reads its own rows: a location, a partitioning
+/// the protocol allows, and features that parse, pass the driver's own checks, and match the
+/// job's features and classes. Opening the file comes after.
+pub fn data_source(r: &v1::BeginJobRequest, source: &v1::DataSource) -> Result<(FeatureEncoding, RowPartitioning), ExecutorError> {
+    if v1::JobMode::try_from(r.mode) == Ok(v1::JobMode::Ensemble) {
+        return Err(invalid("ensemble jobs receive their partitions; they do not read them".into()));
+    }
+    if source.location.is_empty() || source.location.len() > MAX_LOCATION_BYTES {
+        return Err(invalid(format!("the data location must be 1 to {MAX_LOCATION_BYTES} bytes, got {}", source.location.len())));
+    }
+    if source.version.len() > MAX_LOCATION_BYTES {
+        return Err(invalid(format!("the data version must be at most {MAX_LOCATION_BYTES} bytes")));
+    }
+    if source.partitions == 0 || source.partitions as usize > MAX_PARTITIONS {
+        return Err(invalid(format!("a data source needs 1 to {MAX_PARTITIONS} partitions, got {}", source.partitions)));
+    }
+    if !(source.test_fraction > 0.0 && source.test_fraction < 1.0) {
+        return Err(invalid(format!("test_fraction must be in (0, 1), got {}", source.test_fraction)));
+    }
+    let features: FeatureEncoding =
+        serde_json::from_slice(&source.features_json).map_err(|e| invalid(format!("the data source's features: {e}")))?;
+    features.features.check().map_err(|e| invalid(format!("the data source's features: {e}")))?;
+    let names = features.features.feature_names();
+    if !names.iter().eq(r.features.iter().map(|f| &f.name)) {
+        return Err(invalid(format!("the data source's features {names:?} are not the job's")));
+    }
+    if features.encoding.class_names.len() != r.num_classes as usize || features.encoding.label != features.features.label {
+        return Err(invalid(format!(
+            "the data source's label has {} classes; the job has {}",
+            features.encoding.class_names.len(),
+            r.num_classes
+        )));
+    }
+    let layout =
+        RowPartitioning { rows: source.rows, partitions: source.partitions, seed: source.split_seed, test_fraction: source.test_fraction };
+    Ok((features, layout))
+}
+
 /// A BuildHistograms' nodes: distinct, and their answer within [`MAX_HISTOGRAM_ANSWER_BYTES`].
 pub fn histogram_nodes(nodes: &[u32], bytes_per_node: usize) -> Result<Vec<NodeId>, ExecutorError> {
     let most = canopy_proto::histogram_nodes_per_request(bytes_per_node);
@@ -102,7 +146,7 @@ mod tests {
     }
 
     fn job(features: Vec<v1::FeatureBins>, num_classes: u32) -> v1::BeginJobRequest {
-        v1::BeginJobRequest { job_id: "job".into(), features, num_classes, mode: v1::JobMode::Exact as i32, forest: None }
+        v1::BeginJobRequest { job_id: "job".into(), features, num_classes, mode: v1::JobMode::Exact as i32, forest: None, source: None }
     }
 
     fn refused(r: &v1::BeginJobRequest) -> String {
@@ -145,6 +189,53 @@ mod tests {
         assert_eq!(refused(&bad_rate), "invalid request: forest sampling: invalid tree: subsampling_rate must be in (0, 1], got NaN");
     }
 
+    fn source(features_json: &[u8]) -> v1::DataSource {
+        v1::DataSource {
+            location: "/data/flights.parquet".into(),
+            version: "1 bytes".into(),
+            rows: 10,
+            partitions: 2,
+            split_seed: 7,
+            test_fraction: 0.3,
+            features_json: features_json.to_vec(),
+        }
+    }
+
+    #[test]
+    fn data_sources_are_checked_before_any_file_is_opened() {
+        let spec =
+            canopy_pipeline::spec::FeatureSpec { numeric: vec!["x".into()], categorical: vec![], derived: vec![], ..Default::default() };
+        let encoding = canopy_pipeline::features::Encoding {
+            label: spec.label.clone(),
+            class_names: ["a", "b", "c", "d"].map(String::from).to_vec(),
+            string_indexes: Default::default(),
+        };
+        let json = serde_json::to_vec(&FeatureEncoding { features: spec, encoding }).expect("serialises");
+        let r = job(vec![feature("x", vec![0.5])], 4);
+        let (_, layout) = data_source(&r, &source(&json)).expect("valid");
+        assert_eq!(layout, RowPartitioning { rows: 10, partitions: 2, seed: 7, test_fraction: 0.3 });
+        let refused = |r: &v1::BeginJobRequest, s: &v1::DataSource| data_source(r, s).expect_err("refused").to_string();
+        assert_eq!(
+            refused(&job(vec![feature("x", vec![0.5])], 3), &source(&json)),
+            "invalid request: the data source's label has 4 classes; the job has 3"
+        );
+        assert_eq!(
+            refused(&job(vec![feature("y", vec![0.5])], 4), &source(&json)),
+            "invalid request: the data source's features [\"x\"] are not the job's"
+        );
+        assert_eq!(
+            refused(&r, &v1::DataSource { partitions: 4097, ..source(&json) }),
+            "invalid request: a data source needs 1 to 4096 partitions, got 4097"
+        );
+        assert_eq!(
+            refused(&r, &v1::DataSource { location: String::new(), ..source(&json) }),
+            "invalid request: the data location must be 1 to 4096 bytes, got 0"
+        );
+        assert!(refused(&r, &source(b"{")).starts_with("invalid request: the data source's features: EOF while parsing"));
+        let ensemble = v1::BeginJobRequest { mode: v1::JobMode::Ensemble as i32, ..r.clone() };
+        assert_eq!(refused(&ensemble, &source(&json)), "invalid request: ensemble jobs receive their partitions; they do not read them");
+    }
+
     #[test]
     fn histogram_requests_fit_in_an_answer() {
         assert_eq!(histogram_nodes(&[1, 2], 1000).expect("fits"), vec![NodeId(1), NodeId(2)]);
@@ -175,11 +266,23 @@ mod tests {
                 mode,
                 features: features.into_iter().map(|(name, thresholds)| v1::FeatureBins { name, thresholds }).collect(),
                 forest: forest.map(|(num_trees, seed, subsampling_rate, bootstrap)| v1::ForestSampling { num_trees, seed, subsampling_rate, bootstrap }),
+                source: None,
             };
             if begin_job(&r).is_ok() {
                 let bins: usize = r.features.iter().map(|f| f.thresholds.len() + 1).sum();
                 prop_assert!(bins * r.num_classes as usize * 8 <= MAX_NODE_HISTOGRAM_BYTES);
             }
+        }
+
+        #[test]
+        fn data_source_never_panics(
+            json in prop::collection::vec(any::<u8>(), 0..200),
+            partitions in any::<u32>(),
+            test_fraction in any::<f64>(),
+            classes in 0u32..300,
+        ) {
+            let r = job(vec![feature("x", vec![])], classes);
+            let _ = data_source(&r, &v1::DataSource { partitions, test_fraction, ..source(&json) });
         }
 
         #[test]

@@ -76,6 +76,7 @@ fn x_job(job_id: &str) -> v1::BeginJobRequest {
         num_classes: 2,
         mode: v1::JobMode::Exact as i32,
         forest: None,
+        source: None,
     }
 }
 
@@ -307,4 +308,54 @@ async fn hostile_requests_get_exact_errors_and_the_executor_keeps_serving() {
     assert!(beat.peak_heap_bytes < 128 << 20, "peak heap {} bytes", beat.peak_heap_bytes);
     c.end_job(v1::EndJobRequest { job_id: "j".into() }).await.unwrap();
     c.end_job(v1::EndJobRequest { job_id: "j".into() }).await.unwrap();
+}
+
+/// A job whose executors read their own rows names a file: its source is checked, and opened,
+/// before the job starts; LoadPartitions is checked before anything is read.
+#[tokio::test]
+async fn data_sources_and_partition_loads_are_checked_before_anything_is_read() {
+    use canopy_pipeline::features::Encoding;
+    use canopy_pipeline::partitions::FeatureEncoding;
+    use canopy_pipeline::spec::{FeatureSpec, LabelSpec};
+
+    let dir = tempfile::tempdir().unwrap();
+    let executor = start_with_token(dir.path());
+    let mut client = control(&executor.addr).await;
+    let load =
+        |job: &str, partitions: Vec<v1::PartitionRef>, rows: Vec<u64>| v1::LoadPartitionsRequest { job_id: job.into(), partitions, rows };
+    let invalid = |message: &str| (Code::InvalidArgument, format!("invalid request: {message}"));
+
+    // Partitions of a job that does not read are sent, never read.
+    client.begin_job(x_job("sent")).await.unwrap();
+    assert_eq!(
+        status(client.load_partitions(load("sent", vec![train(0)], vec![3])).await),
+        invalid("this job's partitions are sent, not read")
+    );
+    assert_eq!(
+        status(client.load_partitions(load("sent", vec![train(0), train(0)], vec![3, 3])).await),
+        invalid("a partition is named twice")
+    );
+    assert_eq!(status(client.load_partitions(load("sent", vec![train(0)], vec![])).await), invalid("1 partitions but 0 row counts"));
+    client.end_job(v1::EndJobRequest { job_id: "sent".into() }).await.unwrap();
+
+    // A file the executor cannot read: the job does not start, and the next one can.
+    let label = LabelSpec { column: "y".into(), buckets: vec![0.5] };
+    let features = FeatureSpec { label: label.clone(), numeric: vec!["x".into()], categorical: vec![], derived: vec![] };
+    let encoding = Encoding { label, class_names: vec!["[-inf,0.5)".into(), "[0.5,inf)".into()], string_indexes: Default::default() };
+    let missing = dir.path().join("missing.parquet");
+    let source = v1::DataSource {
+        location: missing.to_str().unwrap().into(),
+        version: "10 bytes".into(),
+        rows: 10,
+        partitions: 2,
+        split_seed: 1,
+        test_fraction: 0.2,
+        features_json: serde_json::to_vec(&FeatureEncoding { features, encoding }).unwrap(),
+    };
+    let reading = v1::BeginJobRequest { source: Some(source), ..x_job("read") };
+    assert_eq!(
+        status(client.begin_job(reading).await),
+        (Code::InvalidArgument, format!("cannot read '{}': No such file or directory (os error 2)", missing.display()))
+    );
+    client.begin_job(x_job("after")).await.unwrap();
 }

@@ -42,7 +42,7 @@ async fn handshake_accepts_our_version_and_refuses_others() {
 }
 
 fn begin(job_id: &str, features: Vec<v1::FeatureBins>) -> BeginJobRequest {
-    BeginJobRequest { job_id: job_id.into(), features, num_classes: 2, mode: v1::JobMode::Exact as i32, forest: None }
+    BeginJobRequest { job_id: job_id.into(), features, num_classes: 2, mode: v1::JobMode::Exact as i32, forest: None, source: None }
 }
 
 fn x_bins() -> Vec<v1::FeatureBins> {

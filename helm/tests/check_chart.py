@@ -156,6 +156,23 @@ def check_promises(name, objs, values):
     driver_ports = {p["name"]: p["containerPort"] for p in driver_pod["containers"][0]["ports"]}
     check(f"--listen=0.0.0.0:{grpc}" in driver_args and driver_ports["grpc"] == grpc,
           f"{name}: the driver listens on the Service's target port", driver_args)
+    data = values.get("data", {})
+    reads = data.get("readBy") == "executors"
+
+    def volume(pod):
+        return next((v for v in pod.get("volumes", []) if v["name"] == "data"), None)
+
+    def mount(container):
+        return next((m for m in container.get("volumeMounts", []) if m["name"] == "data"), None)
+
+    if reads:
+        check("--read-by=executors" in driver_args, f"{name}: the driver lets the executors read their own rows", driver_args)
+        check(volume(spec) == volume(driver_pod) is not None and mount(executor) == mount(driver_pod["containers"][0])
+              and mount(executor)["readOnly"] is True,
+              f"{name}: executors mount the driver's data volume read-only at the same path", spec.get("volumes"))
+    else:
+        check(volume(spec) is None and not any(a.startswith("--read-by") for a in driver_args),
+              f"{name}: only the driver mounts the data", spec.get("volumes"))
     grace = next(int(a.split("=", 1)[1]) for a in args if a.startswith("--grace-seconds="))
     check(spec["terminationGracePeriodSeconds"] == grace + 10,
           f"{name}: terminationGracePeriodSeconds ({spec['terminationGracePeriodSeconds']}) is the executor's --grace-seconds + 10")

@@ -18,7 +18,7 @@ pub mod v1 {
 }
 
 /// Bumped on any incompatible change of the contract; checked at the first contact.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 // Limits: every request an executor takes is checked against these before it allocates
 // (docs/security.md lists them). Both sides use them: the driver sizes its requests to fit.

@@ -137,12 +137,13 @@ async fn load_source(source: &Path) -> Result<RecordBatch> {
     let available: Vec<String> = df.schema().fields().iter().map(|f| f.name().clone()).collect();
     for (name, _) in &COLUMNS {
         if !available.iter().any(|a| a == name) {
-            return Err(DriverError::MissingColumn {
+            return Err(canopy_pipeline::DataError::MissingColumn {
                 path: source.to_path_buf(),
                 column: name.to_string(),
                 role: "a column of the reference schema",
                 available: available.join(", "),
-            });
+            }
+            .into());
         }
     }
     let select: Vec<String> = COLUMNS.iter().map(|(n, _)| format!("\"{n}\"")).collect();
@@ -157,7 +158,7 @@ async fn load_source(source: &Path) -> Result<RecordBatch> {
             RecordBatch::try_new(schema.clone(), columns)
         })
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| DriverError::WrongColumnType {
+        .map_err(|e| canopy_pipeline::DataError::WrongColumnType {
             path: source.to_path_buf(),
             column: "(reference schema)".into(),
             expected: "the reference types",

@@ -1,30 +1,30 @@
-//! Data preparation, done once on the driver: the file read in units (`scan`), each unit's
-//! features (`features`, derived columns by DataFusion), exact counts for the encoding and the
-//! bin edges (`counts`), and the seeded split into partitions (`split`).
+//! Data preparation, done once per sweep on the driver with the shared pipeline
+//! (`canopy_pipeline`): the file read in units (`scan`), each unit's features (`features`,
+//! derived columns by DataFusion), exact counts for the encoding and the bin edges (`counts`),
+//! and the seeded split into partitions (`split`). The partitions are either encoded here and
+//! shipped, or read by the executors themselves (`--read-by executors`).
 
-pub mod counts;
-pub mod features;
 pub mod generate;
 pub mod import;
-pub mod load;
-pub mod scan;
-pub mod split;
+
+pub use canopy_pipeline::{counts, features, load, scan, split};
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use arrow::array::RecordBatch;
+use canopy_pipeline::partitions::{RowPartitioning, assemble};
 use canopy_proto::partition::encode;
-use canopy_tree::BinEdges;
+use canopy_tree::{BinEdges, PartitionId};
 use serde::Serialize;
 
-use crate::config::{Mode, ValidExperiment};
+use crate::config::{Mode, ReadBy, ValidExperiment};
 use crate::error::{DriverError, Result};
 use crate::progress;
 use counts::Counts;
-use features::{Chunk, Encoding, Pipeline, UnitFeatures, Values};
+use features::{Encoding, Pipeline, UnitFeatures, Values};
 use scan::Source;
-use split::{Role, assign};
+use split::{Role, RowRanges, assign};
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct RowCounts {
@@ -40,17 +40,53 @@ pub struct Prepared {
     pub feature_names: Vec<String>,
     pub encoding: Encoding,
     pub edges: BinEdges,
-    /// One batch per partition in the partition format (`canopy_proto::partition`): UInt8 bins
-    /// in exact mode, Float64 values in ensemble mode, and "label" as UInt8.
-    pub train: Vec<RecordBatch>,
-    pub test: Vec<RecordBatch>,
+    pub partitions: Partitions,
     pub rows: RowCounts,
     pub prepare_seconds: f64,
+}
+
+/// Where the executors' partitions come from.
+pub enum Partitions {
+    /// Encoded here: one batch per partition in the partition format (`canopy_proto::partition`):
+    /// UInt8 bins in exact mode, Float64 values in ensemble mode, and "label" as UInt8. Shipped
+    /// over Arrow Flight.
+    Shipped { train: Vec<RecordBatch>, test: Vec<RecordBatch> },
+    /// Read by the executors from the file: partition i holds the file's i-th range of rows
+    /// (`canopy_pipeline::split::RowRanges`). The driver keeps each partition's row counts.
+    Read(ReadPlan),
+}
+
+pub struct ReadPlan {
+    pub layout: RowPartitioning,
+    /// The file's version as read here; executors must find the same.
+    pub version: String,
+    pub features: canopy_pipeline::spec::FeatureSpec,
+    pub train_rows: Vec<u64>,
+    pub test_rows: Vec<u64>,
 }
 
 impl Prepared {
     pub fn num_classes(&self) -> usize {
         self.encoding.class_names.len()
+    }
+
+    /// Partitions of each role.
+    pub fn partition_count(&self) -> usize {
+        match &self.partitions {
+            Partitions::Shipped { train, .. } => train.len(),
+            Partitions::Read(plan) => plan.train_rows.len(),
+        }
+    }
+
+    /// Rows of partition `p`.
+    pub fn rows_of(&self, p: PartitionId) -> u64 {
+        let index = p.index as usize;
+        match (&self.partitions, p.role) {
+            (Partitions::Shipped { train, .. }, canopy_tree::Role::Train) => train.get(index).map_or(0, |b| b.num_rows() as u64),
+            (Partitions::Shipped { test, .. }, canopy_tree::Role::Test) => test.get(index).map_or(0, |b| b.num_rows() as u64),
+            (Partitions::Read(plan), canopy_tree::Role::Train) => plan.train_rows.get(index).copied().unwrap_or(0),
+            (Partitions::Read(plan), canopy_tree::Role::Test) => plan.test_rows.get(index).copied().unwrap_or(0),
+        }
     }
 }
 
@@ -60,7 +96,7 @@ pub async fn featurized<T: Send>(
     source: &Source,
     pipeline: &Pipeline,
     phase: &'static str,
-    work: impl Fn(UnitFeatures) -> Result<T> + Sync,
+    work: impl Fn(UnitFeatures) -> canopy_pipeline::Result<T> + Sync,
 ) -> Result<Vec<T>> {
     let bar = progress::bar(phase, source.rows(), "rows");
     let done = source
@@ -76,8 +112,10 @@ pub async fn featurized<T: Send>(
 
 /// Prepares the experiment's data in two passes over the file, each on every core: exact counts
 /// (the encoding and the bin edges), then encoding, binning and routing each row to its
-/// partition. Only counts and encoded rows are held, never the file's text.
-pub async fn prepare(exp: &ValidExperiment) -> Result<Prepared> {
+/// partition. Only counts and encoded rows are held, never the file's text. With `read_by`
+/// executors, only the first pass runs here: it also counts each partition's rows, and the
+/// executors encode their own.
+pub async fn prepare(exp: &ValidExperiment, read_by: ReadBy) -> Result<Prepared> {
     let started = Instant::now();
     let step = |name: &str| tracing::debug!(step = name, seconds = started.elapsed().as_secs_f64(), "prepare");
     let path = exp.data.as_path();
@@ -87,8 +125,30 @@ pub async fn prepare(exp: &ValidExperiment) -> Result<Prepared> {
     let split = &exp.split;
     let role = |row: u64| assign(split.seed, row, split.test_fraction, split.partitions).0;
 
-    let counts = featurized(&source, &pipeline, "counting", |features| Ok(Counts::of(&features, role))).await?;
-    let counts = counts.into_iter().fold(Counts::default(), Counts::merge);
+    let parts = split.partitions as usize;
+    // Executors read contiguous ranges of rows (`split::RowRanges`): their rows per partition.
+    let rows = source.rows().unwrap_or(0);
+    let ranges = RowRanges::new(split.partitions, rows);
+    // Counts are sums: each unit's are merged as it is done, in any order, into the same totals.
+    let total = std::sync::Mutex::new(Counts::default());
+    let tallies = featurized(&source, &pipeline, "counting", |features| {
+        let counts = Counts::of(&features, role);
+        let mut tally = vec![[0u64; 2]; if read_by == ReadBy::Executors { parts } else { 0 }];
+        if !tally.is_empty() {
+            for &row in &features.row_numbers {
+                tally[ranges.of(row) as usize][usize::from(role(row) == Role::Test)] += 1;
+            }
+        }
+        let mut total = total.lock().map_err(|_| canopy_pipeline::DataError::Internal("a counting thread panicked".into()))?;
+        *total = std::mem::take(&mut *total).merge(counts);
+        Ok(tally)
+    })
+    .await?;
+    let counts = total.into_inner().map_err(|_| DriverError::Internal("a counting thread panicked".into()))?;
+    let mut per_range = vec![[0u64; 2]; parts];
+    for unit_tally in tallies {
+        per_range.iter_mut().zip(unit_tally).for_each(|(all, unit)| (all[0], all[1]) = (all[0] + unit[0], all[1] + unit[1]));
+    }
     step("counted");
     if counts.rows_read == 0 {
         return Err(DriverError::EmptyDataset { path: path.to_path_buf(), stage: "(the file has no data rows)" });
@@ -110,6 +170,31 @@ pub async fn prepare(exp: &ValidExperiment) -> Result<Prepared> {
     }
     let edges = counts.edges(&encoding, spec, exp.tree.max_bins)?;
     step("edges");
+    let row_counts = RowCounts {
+        read: counts.rows_read,
+        dropped_null_label: counts.rows_read - counts.labelled,
+        train: counts.train,
+        test: counts.test,
+    };
+    let feature_names = spec.feature_names();
+    if read_by == ReadBy::Executors {
+        let plan = ReadPlan {
+            layout: RowPartitioning { rows, partitions: split.partitions, seed: split.seed, test_fraction: split.test_fraction },
+            version: source.version(),
+            features: spec.clone(),
+            train_rows: per_range.iter().map(|r| r[0]).collect(),
+            test_rows: per_range.iter().map(|r| r[1]).collect(),
+        };
+        return Ok(Prepared {
+            source: exp.data.clone(),
+            feature_names,
+            encoding,
+            edges,
+            partitions: Partitions::Read(plan),
+            rows: row_counts,
+            prepare_seconds: started.elapsed().as_secs_f64(),
+        });
+    }
 
     // Exact and forest modes ship bins (one byte a value) and executors never see raw values;
     // the ensemble's linfa trees need the raw values.
@@ -118,7 +203,6 @@ pub async fn prepare(exp: &ValidExperiment) -> Result<Prepared> {
         Mode::Ensemble => Values::Raw,
     };
     // Destination d < partitions is training partition d; the rest are test partitions.
-    let parts = split.partitions as usize;
     let destination = |row: u64| match assign(split.seed, row, split.test_fraction, split.partitions) {
         (Role::Train, p) => p as usize,
         (Role::Test, p) => parts + p as usize,
@@ -131,14 +215,7 @@ pub async fn prepare(exp: &ValidExperiment) -> Result<Prepared> {
     })
     .await?;
     step("encoded");
-    let feature_names = spec.feature_names();
-    // Each partition sized once, then filled unit by unit, each unit freed as it goes.
-    let mut partitions: Vec<Chunk> = (0..2 * parts)
-        .map(|d| Chunk::with_capacity(values, feature_names.len(), units.iter().map(|u| u[d].rows).sum(), numbered))
-        .collect();
-    for unit in units {
-        partitions.iter_mut().zip(unit).for_each(|(partition, chunk)| partition.append(chunk));
-    }
+    let partitions = assemble(units, 2 * parts, values, feature_names.len(), numbered);
     let with_numbers = |d: usize| numbered && d < parts;
     let mut batches = partitions
         .into_iter()
@@ -155,14 +232,8 @@ pub async fn prepare(exp: &ValidExperiment) -> Result<Prepared> {
         feature_names,
         encoding,
         edges,
-        train: batches,
-        test,
-        rows: RowCounts {
-            read: counts.rows_read,
-            dropped_null_label: counts.rows_read - counts.labelled,
-            train: counts.train,
-            test: counts.test,
-        },
+        partitions: Partitions::Shipped { train: batches, test },
+        rows: row_counts,
         prepare_seconds: started.elapsed().as_secs_f64(),
     })
 }

@@ -130,6 +130,30 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/* Where a pod may run: nodeSelector, tolerations, affinity and topologySpreadConstraints of a
 component's values (job or executor). */}}
+{{/* The data volume (persistentVolumeClaim or hostPath), read-only; nothing for the embedded
+data. The driver mounts it, and so do executors that read their own rows. */}}
+{{- define "canopy.dataVolumeMounts" -}}
+{{- if ne .Values.data.source "embedded" -}}
+- name: data
+  mountPath: /data
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "canopy.dataVolumes" -}}
+{{- if eq .Values.data.source "persistentVolumeClaim" -}}
+- name: data
+  persistentVolumeClaim:
+    claimName: {{ .Values.data.existingClaim }}
+    readOnly: true
+{{- else if eq .Values.data.source "hostPath" -}}
+- name: data
+  hostPath:
+    path: {{ .Values.data.hostPath }}
+    type: Directory
+{{- end }}
+{{- end }}
+
 {{- define "canopy.placement" -}}
 {{- with .nodeSelector }}
 nodeSelector:

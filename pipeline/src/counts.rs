@@ -8,10 +8,10 @@ use std::hash::BuildHasherDefault;
 
 use canopy_tree::{BinEdges, FeatureBins};
 
-use super::features::{Encoding, LabelValues, MAX_CLASSES, UnitFeatures, bucket_names};
-use super::split::Role;
-use crate::config::FeatureSpec;
-use crate::error::{DriverError, Result};
+use crate::error::{DataError, Result};
+use crate::features::{Encoding, LabelValues, MAX_CLASSES, UnitFeatures, bucket_names};
+use crate::spec::FeatureSpec;
+use crate::split::Role;
 
 /// Value (f64 bits) -> training rows with it.
 type ValueCounts = HashMap<u64, u64, BuildHasherDefault<BitsHasher>>;
@@ -36,7 +36,7 @@ impl Counts {
         let train: Vec<bool> = features.row_numbers.iter().map(|&r| role(r) == Role::Train).collect();
         let train_rows = train.iter().filter(|&&t| t).count() as u64;
         let labelled = features.row_numbers.len() as u64;
-        let text_counts = |categories: &super::features::Categories| -> TextCounts {
+        let text_counts = |categories: &crate::features::Categories| -> TextCounts {
             let distinct = categories.values().len();
             let mut by_code = vec![[0u64; 2]; distinct];
             for (&k, &t) in categories.keys().values().iter().zip(&train) {
@@ -112,7 +112,7 @@ impl Counts {
         let class_names = if spec.label.buckets.is_empty() {
             let classes = frequency_order(&self.classes);
             if classes.len() > MAX_CLASSES {
-                return Err(DriverError::TooManyClasses {
+                return Err(DataError::TooManyClasses {
                     path: path.to_path_buf(),
                     column: spec.label.column.clone(),
                     found: classes.len(),
@@ -136,7 +136,7 @@ impl Counts {
             features.push(FeatureBins::from_value_counts(name, &value_counts, max_bins)?);
         }
         for (name, counts) in spec.categorical.iter().zip(&self.categories) {
-            let index = encoding.string_indexes.get(name).ok_or_else(|| DriverError::Internal(format!("no index for '{name}'")))?;
+            let index = encoding.string_indexes.get(name).ok_or_else(|| DataError::Internal(format!("no index for '{name}'")))?;
             let value_counts: Vec<(f64, u64)> =
                 index.iter().enumerate().filter_map(|(k, v)| counts.get(v).filter(|c| c[1] > 0).map(|c| (k as f64, c[1]))).collect();
             features.push(FeatureBins::from_value_counts(&format!("{name}_index"), &value_counts, max_bins)?);
@@ -163,7 +163,7 @@ fn frequency_order(counts: &TextCounts) -> Vec<String> {
 /// small integers differ) into the low bits the table indexes by. SipHash would dominate the
 /// counting.
 #[derive(Default)]
-pub(super) struct BitsHasher(u64);
+pub(crate) struct BitsHasher(u64);
 
 impl std::hash::Hasher for BitsHasher {
     fn finish(&self) -> u64 {
@@ -175,6 +175,6 @@ impl std::hash::Hasher for BitsHasher {
         }
     }
     fn write_u64(&mut self, v: u64) {
-        self.0 = super::split::mix(v);
+        self.0 = crate::split::mix(v);
     }
 }

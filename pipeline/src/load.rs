@@ -9,7 +9,7 @@ use datafusion::datasource::file_format::file_compression_type::FileCompressionT
 use datafusion::error::DataFusionError;
 use datafusion::prelude::{CsvReadOptions, JsonReadOptions, ParquetReadOptions, SessionConfig, SessionContext};
 
-use crate::error::{DriverError, Result};
+use crate::error::{DataError, Result};
 
 /// The table name the source file is registered under.
 pub const SOURCE_TABLE: &str = "source";
@@ -35,7 +35,7 @@ pub fn detect_format(path: &Path) -> Result<(Format, FileCompressionType, String
     } else {
         (name.as_str(), FileCompressionType::UNCOMPRESSED, "")
     };
-    let unknown = || DriverError::UnknownExtension { path: path.to_path_buf() };
+    let unknown = || DataError::UnknownExtension { path: path.to_path_buf() };
     let ext = Path::new(stem).extension().and_then(|e| e.to_str()).ok_or_else(unknown)?;
     let format = match ext {
         "parquet" if compression_suffix.is_empty() => Format::Parquet,
@@ -57,7 +57,7 @@ pub fn session() -> SessionContext {
 
 /// Registers `path` as [`SOURCE_TABLE`] after checking that it exists and can be opened.
 pub async fn register_source(ctx: &SessionContext, path: &Path) -> Result<()> {
-    let unreadable = |reason: String| DriverError::UnreadableFile { path: path.to_path_buf(), reason };
+    let unreadable = |reason: String| DataError::UnreadableFile { path: path.to_path_buf(), reason };
     let (format, _, _) = detect_format(path)?;
     open_checked(path, path, format)?;
     let absolute: PathBuf = std::fs::canonicalize(path).map_err(|e| unreadable(e.to_string()))?;
@@ -68,7 +68,7 @@ pub async fn register_source(ctx: &SessionContext, path: &Path) -> Result<()> {
 /// Registers the file at `location` (an absolute path, or a URL whose object store `ctx` knows)
 /// as [`SOURCE_TABLE`]; errors name `path`.
 pub async fn register_url(ctx: &SessionContext, path: &Path, location: &str) -> Result<()> {
-    let unreadable = |reason: String| DriverError::UnreadableFile { path: path.to_path_buf(), reason };
+    let unreadable = |reason: String| DataError::UnreadableFile { path: path.to_path_buf(), reason };
     let (format, compression, suffix) = detect_format(path)?;
     let registered = match format {
         Format::Parquet => ctx.register_parquet(SOURCE_TABLE, location, ParquetReadOptions::default().file_extension(&suffix)).await,
@@ -90,8 +90,8 @@ pub async fn register_url(ctx: &SessionContext, path: &Path, location: &str) -> 
 
 /// Opens the local file `file` (named `path` in errors) after checking that it is a regular,
 /// non-empty file and, for Parquet, that it has Parquet's magic bytes.
-pub(super) fn open_checked(file: &Path, path: &Path, format: Format) -> Result<std::fs::File> {
-    let unreadable = |reason: String| DriverError::UnreadableFile { path: path.to_path_buf(), reason };
+pub(crate) fn open_checked(file: &Path, path: &Path, format: Format) -> Result<std::fs::File> {
+    let unreadable = |reason: String| DataError::UnreadableFile { path: path.to_path_buf(), reason };
     let meta = std::fs::metadata(file).map_err(|e| unreadable(e.to_string()))?;
     if !meta.is_file() {
         return Err(unreadable("not a regular file".into()));
@@ -124,13 +124,13 @@ fn has_parquet_magic(file: &mut std::fs::File, len: u64) -> std::io::Result<bool
 /// A failed scan of `path`, whose columns are `columns` in file order. Arrow's CSV reader
 /// names a value it cannot parse by column position and line ("for column 7 at line 15000");
 /// this names the column. Arrow's line N is data row N (the header is line 0).
-pub fn scan_error(path: &Path, columns: &[String], e: DataFusionError) -> DriverError {
+pub fn scan_error(path: &Path, columns: &[String], e: DataFusionError) -> DataError {
     let text = e.to_string();
     match csv_parse_error(&text) {
         Some((index, row, detail)) if index < columns.len() => {
-            DriverError::UnparsableValue { path: path.to_path_buf(), column: columns[index].clone(), row, detail }
+            DataError::UnparsableValue { path: path.to_path_buf(), column: columns[index].clone(), row, detail }
         }
-        _ => DriverError::Query { path: path.to_path_buf(), reason: text },
+        _ => DataError::Query { path: path.to_path_buf(), reason: text },
     }
 }
 
@@ -167,9 +167,9 @@ mod tests {
         assert_eq!(f("x.jsonl.bz2").ok(), Some((Format::Json, true, ".jsonl.bz2".into())));
         assert_eq!(f("X.CSV.GZ").ok(), Some((Format::Csv, true, ".CSV.GZ".into())));
         assert_eq!(f("x.ndjson").ok(), Some((Format::Json, false, ".ndjson".into())));
-        assert!(matches!(f("x.xlsx"), Err(DriverError::UnknownExtension { .. })));
-        assert!(matches!(f("x.parquet.gz"), Err(DriverError::UnknownExtension { .. })));
-        assert!(matches!(f("noext"), Err(DriverError::UnknownExtension { .. })));
+        assert!(matches!(f("x.xlsx"), Err(DataError::UnknownExtension { .. })));
+        assert!(matches!(f("x.parquet.gz"), Err(DataError::UnknownExtension { .. })));
+        assert!(matches!(f("noext"), Err(DataError::UnknownExtension { .. })));
     }
 
     #[test]
@@ -185,6 +185,6 @@ mod tests {
         let e = DataFusionError::Execution("Parser error: Error parsing column 0 at line 7: bad date".into());
         assert_eq!(scan_error(Path::new("f.csv"), &columns, e).to_string(), "column 'a' of 'f.csv' cannot be read at row 7: bad date");
         let e = DataFusionError::Execution("Error parsing column 9 at line 7: bad".into());
-        assert!(matches!(scan_error(Path::new("f.csv"), &columns, e), DriverError::Query { .. }));
+        assert!(matches!(scan_error(Path::new("f.csv"), &columns, e), DataError::Query { .. }));
     }
 }

@@ -24,9 +24,9 @@ use datafusion::common::DFSchema;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 
-use super::scan::Unit;
-use crate::config::{FeatureSpec, LabelSpec};
-use crate::error::{DriverError, Result};
+use crate::error::{DataError, Result};
+use crate::scan::Unit;
+use crate::spec::{FeatureSpec, LabelSpec};
 
 /// Most classes a label may have (labels travel as one byte).
 pub const MAX_CLASSES: usize = 255;
@@ -80,9 +80,9 @@ impl Pipeline {
     /// Resolves every column of `spec` in `schema` (the file's) and plans the derived ones.
     /// With `label_required = false` (scoring), the label is used only if the file has it.
     pub fn new(path: &Path, schema: &Schema, spec: &FeatureSpec, label_required: bool) -> Result<Pipeline> {
-        let query = |e: datafusion::error::DataFusionError| DriverError::Query { path: path.to_path_buf(), reason: e.to_string() };
+        let query = |e: datafusion::error::DataFusionError| DataError::Query { path: path.to_path_buf(), reason: e.to_string() };
         let available: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-        let missing = |column: &str, role: &'static str| DriverError::MissingColumn {
+        let missing = |column: &str, role: &'static str| DataError::MissingColumn {
             path: path.to_path_buf(),
             column: column.to_string(),
             role,
@@ -124,7 +124,7 @@ impl Pipeline {
         }
         columns.sort_unstable();
         columns.dedup();
-        let value_schema = Arc::new(values_of(&schema.project(&columns).map_err(|e| DriverError::Internal(e.to_string()))?));
+        let value_schema = Arc::new(values_of(&schema.project(&columns).map_err(|e| DataError::Internal(e.to_string()))?));
         let read_values = DFSchema::try_from(value_schema.as_ref().clone()).map_err(query)?;
         let position = |file_index: usize| columns.iter().position(|&c| c == file_index).unwrap_or_default();
         let plan = |resolved: Resolved| -> Result<Source> {
@@ -216,10 +216,10 @@ impl Pipeline {
         let path = || self.path.clone();
         for (name, values) in self.spec.numeric.iter().zip(&features.numeric) {
             if let Some(j) = (values.null_count() > 0).then(|| (0..values.len()).find(|&j| values.is_null(j))).flatten() {
-                return Err(DriverError::NullFeature { path: path(), column: name.clone(), row: features.row_numbers[j] });
+                return Err(DataError::NullFeature { path: path(), column: name.clone(), row: features.row_numbers[j] });
             }
             if let Some((j, &v)) = values.values().iter().enumerate().find(|(_, v)| !v.is_finite()) {
-                return Err(DriverError::NonFiniteValue { path: path(), column: name.clone(), row: features.row_numbers[j], value: v });
+                return Err(DataError::NonFiniteValue { path: path(), column: name.clone(), row: features.row_numbers[j], value: v });
             }
         }
         for (name, values) in self.spec.categorical.iter().zip(&features.categorical) {
@@ -227,7 +227,7 @@ impl Pipeline {
             if let Some(nulls) = values.logical_nulls()
                 && let Some(j) = (0..values.len()).find(|&j| nulls.is_null(j))
             {
-                return Err(DriverError::NullFeature { path: path(), column: name.clone(), row: features.row_numbers[j] });
+                return Err(DataError::NullFeature { path: path(), column: name.clone(), row: features.row_numbers[j] });
             }
         }
         Ok(())
@@ -238,7 +238,7 @@ impl Pipeline {
         match source {
             Source::Read(i) => Ok(batch.column(*i).clone()),
             Source::Derived { sql, expr, inputs, volatile } => {
-                let failed = |e: &dyn std::fmt::Display| DriverError::Query { path: self.path.clone(), reason: format!("{sql}: {e}") };
+                let failed = |e: &dyn std::fmt::Display| DataError::Query { path: self.path.clone(), reason: format!("{sql}: {e}") };
                 let dictionaries: Option<Vec<&Categories>> =
                     inputs.iter().map(|&i| batch.column(i).as_any().downcast_ref::<Categories>()).collect();
                 let combinations =
@@ -318,7 +318,7 @@ fn distinct_combinations(dictionaries: &[&Categories]) -> Option<(Vec<Vec<Option
 /// Key -> tuple index (-1 until seen).
 enum Table {
     Dense(Vec<i32>),
-    Sparse(HashMap<u64, i32, BuildHasherDefault<super::counts::BitsHasher>>),
+    Sparse(HashMap<u64, i32, BuildHasherDefault<crate::counts::BitsHasher>>),
 }
 
 impl Table {
@@ -331,13 +331,13 @@ impl Table {
     }
 }
 
-fn internal(e: arrow::error::ArrowError) -> DriverError {
-    DriverError::Internal(e.to_string())
+fn internal(e: arrow::error::ArrowError) -> DataError {
+    DataError::Internal(e.to_string())
 }
 
 /// A column's values as text categories (codes into distinct values).
 fn to_categories(column: &str, array: &ArrayRef) -> Result<Categories> {
-    let failed = |e: arrow::error::ArrowError| DriverError::Internal(format!("categories of '{column}': {e}"));
+    let failed = |e: arrow::error::ArrowError| DataError::Internal(format!("categories of '{column}': {e}"));
     let coded = match array.data_type() {
         DataType::Dictionary(_, _) | DataType::Utf8 => cast(array, &category_type()).map_err(failed)?,
         // Numbers and other text types become their text first, as categories are text.
@@ -348,7 +348,7 @@ fn to_categories(column: &str, array: &ArrayRef) -> Result<Categories> {
 
 /// Casts a numeric (or numeric-looking text) column to Float64, naming the first bad value.
 fn to_f64(path: &Path, column: &str, array: &ArrayRef, first_row: u64) -> Result<Float64Array> {
-    let cast_err = |e: arrow::error::ArrowError| DriverError::Internal(format!("casting '{column}': {e}"));
+    let cast_err = |e: arrow::error::ArrowError| DataError::Internal(format!("casting '{column}': {e}"));
     let array = match array.data_type() {
         DataType::Dictionary(_, value) => cast(array, value).map_err(cast_err)?,
         _ => array.clone(),
@@ -356,7 +356,7 @@ fn to_f64(path: &Path, column: &str, array: &ArrayRef, first_row: u64) -> Result
     let dt = array.data_type();
     let textual = matches!(dt, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
     if !(dt.is_numeric() || textual || *dt == DataType::Boolean || *dt == DataType::Null) {
-        return Err(DriverError::WrongColumnType {
+        return Err(DataError::WrongColumnType {
             path: path.to_path_buf(),
             column: column.to_string(),
             expected: "a number",
@@ -369,7 +369,7 @@ fn to_f64(path: &Path, column: &str, array: &ArrayRef, first_row: u64) -> Result
         let text = text.as_string::<i32>();
         // Blank text is a missing value (CSV writes nulls that way); anything else is an error.
         if let Some(i) = (0..array.len()).find(|&i| array.is_valid(i) && values.is_null(i) && !text.value(i).trim().is_empty()) {
-            return Err(DriverError::NonNumericValue {
+            return Err(DataError::NonNumericValue {
                 path: path.to_path_buf(),
                 column: column.to_string(),
                 row: first_row + i as u64,
@@ -487,7 +487,7 @@ impl Encoding {
     /// The index of each distinct value of a category's dictionary (unseen values get the
     /// index after the last).
     fn indexes(&self, column: &str, categories: &Categories) -> Result<Vec<f64>> {
-        let index = self.string_indexes.get(column).ok_or_else(|| DriverError::Internal(format!("no index for '{column}'")))?;
+        let index = self.string_indexes.get(column).ok_or_else(|| DataError::Internal(format!("no index for '{column}'")))?;
         let lookup: HashMap<&str, f64> = index.iter().enumerate().map(|(k, v)| (v.as_str(), k as f64)).collect();
         let unseen = index.len() as f64;
         let distinct = categories.values().as_string::<i32>();
@@ -504,7 +504,7 @@ impl Encoding {
                 let codes: Vec<Option<u8>> = (0..distinct.len()).map(|k| lookup.get(distinct.value(k)).copied()).collect();
                 let mut labels = Vec::with_capacity(classes.len());
                 for (j, &k) in classes.keys().values().iter().enumerate() {
-                    let class = codes.get(k as usize).copied().flatten().ok_or_else(|| DriverError::InvalidModel {
+                    let class = codes.get(k as usize).copied().flatten().ok_or_else(|| DataError::InvalidModel {
                         path: path.to_path_buf(),
                         reason: format!(
                             "label '{}' at row {} is not one of the model's classes {:?}",
@@ -540,7 +540,7 @@ pub fn bucket_of(buckets: &[f64], value: f64) -> u8 {
     buckets.partition_point(|&b| b <= value) as u8
 }
 
-pub(super) fn bucket_names(buckets: &[f64]) -> Vec<String> {
+pub(crate) fn bucket_names(buckets: &[f64]) -> Vec<String> {
     let bounds: Vec<String> = std::iter::once("-inf".to_string())
         .chain(buckets.iter().map(|b| b.to_string()))
         .chain(std::iter::once("inf".to_string()))

@@ -5,7 +5,9 @@
 //!
 //! A Parquet file is read row group by row group, by every core at once, with the parquet
 //! crate: a row's number is its row group's first row (summed from the footer) plus its offset,
-//! so numbering does not depend on which thread read what. String columns are read as
+//! so numbering does not depend on which thread read what. A pass may read only some ranges of
+//! rows (an executor's partitions); a row group that a range cuts, or a local one larger than a
+//! unit, is read in pieces through a row selection. String columns are read as
 //! dictionaries (the generated and embedded files store them dictionary-encoded), so later steps
 //! work on codes. CSV and JSON files are streamed by DataFusion in file order.
 //!
@@ -22,7 +24,9 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use bytes::{Buf, Bytes};
 use datafusion::parquet::arrow::ProjectionMask;
-use datafusion::parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+use datafusion::parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
+};
 use datafusion::parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use datafusion::parquet::file::reader::{ChunkReader, Length};
 use datafusion::prelude::SessionContext;
@@ -36,8 +40,8 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::oneshot;
 use url::Url;
 
-use super::load::{Format, SOURCE_TABLE, detect_format, open_checked, register_source, register_url, scan_error, session};
-use crate::error::{DriverError, Result, with_causes};
+use crate::error::{DataError, Result, with_causes};
+use crate::load::{Format, SOURCE_TABLE, detect_format, open_checked, register_source, register_url, scan_error, session};
 
 /// Most rows decoded at once from one row group: bounds the memory of a unit whatever the
 /// file's row group size.
@@ -75,7 +79,7 @@ impl Location {
         if !text.contains("://") {
             return Ok(Location::Local(data.to_path_buf()));
         }
-        let bad = |reason: String| DriverError::UnreadableFile { path: data.to_path_buf(), reason };
+        let bad = |reason: String| DataError::UnreadableFile { path: data.to_path_buf(), reason };
         let url = Url::parse(&text).map_err(|e| bad(format!("not a URL: {e}")))?;
         if url.scheme() == "file" {
             return url.to_file_path().map(Location::Local).map_err(|()| bad("a file:// URL must hold an absolute local path".into()));
@@ -114,7 +118,7 @@ impl Location {
     }
 
     async fn fingerprint(&self, path: &Path) -> Result<Fingerprint> {
-        let unreadable = |reason: String| DriverError::UnreadableFile { path: path.to_path_buf(), reason };
+        let unreadable = |reason: String| DataError::UnreadableFile { path: path.to_path_buf(), reason };
         match self {
             Location::Local(file) => {
                 let meta = std::fs::metadata(file).map_err(|e| unreadable(e.to_string()))?;
@@ -157,7 +161,7 @@ impl Remote {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| DriverError::Internal(format!("cannot start the object-store runtime: {e}")))?;
+            .map_err(|e| DataError::Internal(format!("cannot start the object-store runtime: {e}")))?;
         let (requests, mut incoming) = tokio::sync::mpsc::unbounded_channel::<Request>();
         let thread_store = store.clone();
         std::thread::Builder::new()
@@ -180,7 +184,7 @@ impl Remote {
                     }
                 })
             })
-            .map_err(|e| DriverError::Internal(format!("cannot start the object-store thread: {e}")))?;
+            .map_err(|e| DataError::Internal(format!("cannot start the object-store thread: {e}")))?;
         Ok(Remote { url, store, requests })
     }
 
@@ -264,7 +268,7 @@ pub struct Source {
 
 impl Source {
     pub async fn open(path: &Path) -> Result<Source> {
-        let unreadable = |reason: String| DriverError::UnreadableFile { path: path.to_path_buf(), reason };
+        let unreadable = |reason: String| DataError::UnreadableFile { path: path.to_path_buf(), reason };
         let (format, _, _) = detect_format(path)?;
         let location = Location::of(path)?;
         let fingerprint = location.fingerprint(path).await?;
@@ -322,9 +326,53 @@ impl Source {
     /// parallel where the format allows, and returns its results in file order. The first
     /// error in file order wins.
     pub async fn for_each<T: Send>(&self, columns: &[usize], work: impl Fn(Unit) -> Result<T> + Sync) -> Result<Vec<T>> {
+        self.check_unchanged().await?;
+        match &self.reader {
+            Reader::Parquet { first_rows, rows, .. } => {
+                self.parquet_units(&pieces(first_rows, *rows, 1..rows + 1, self.split_groups()), columns, &work)
+            }
+            Reader::Stream { ctx } => self.stream_units(ctx, columns, &work).await,
+        }
+    }
+
+    /// [`Self::for_each`] on the rows numbered in `ranges` only (ascending, disjoint), of a
+    /// Parquet file: what an executor reads of its partitions, all ranges at once on every core.
+    pub async fn for_each_in<T: Send>(
+        &self,
+        columns: &[usize],
+        ranges: &[Range<u64>],
+        work: impl Fn(Unit) -> Result<T> + Sync,
+    ) -> Result<Vec<T>> {
+        self.check_unchanged().await?;
+        let Reader::Parquet { first_rows, rows: total, .. } = &self.reader else {
+            return Err(DataError::UnreadableFile {
+                path: self.path.clone(),
+                reason: "only Parquet files can be read by row range".into(),
+            });
+        };
+        let mut all = Vec::new();
+        for rows in ranges {
+            if rows.start < 1 || rows.end > total + 1 {
+                return Err(DataError::UnreadableFile {
+                    path: self.path.clone(),
+                    reason: format!("rows {}..{} were asked for; the file has {total}", rows.start, rows.end),
+                });
+            }
+            all.extend(pieces(first_rows, *total, rows.clone(), self.split_groups()));
+        }
+        self.parquet_units(&all, columns, &work)
+    }
+
+    /// A short description of the file's version (size, modification time or ETag), which a
+    /// reader elsewhere compares with its own opening of the same file.
+    pub fn version(&self) -> String {
+        format!("{} bytes, {}", self.fingerprint.len, self.fingerprint.version)
+    }
+
+    async fn check_unchanged(&self) -> Result<()> {
         let now = self.location.fingerprint(&self.path).await?;
         if now != self.fingerprint {
-            return Err(DriverError::UnreadableFile {
+            return Err(DataError::UnreadableFile {
                 path: self.path.clone(),
                 reason: format!(
                     "the file changed while it was being read (size {} bytes, then {} bytes, or its version changed); \
@@ -333,30 +381,31 @@ impl Source {
                 ),
             });
         }
-        match &self.reader {
-            Reader::Parquet { metadata, first_rows, .. } => self.parquet_units(metadata, first_rows, columns, &work),
-            Reader::Stream { ctx } => self.stream_units(ctx, columns, &work).await,
-        }
+        Ok(())
     }
 
-    fn parquet_units<T: Send>(
-        &self,
-        metadata: &ArrowReaderMetadata,
-        first_rows: &[u64],
-        columns: &[usize],
-        work: &(impl Fn(Unit) -> Result<T> + Sync),
-    ) -> Result<Vec<T>> {
-        let groups = first_rows.len();
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(groups).max(1);
+    /// Whether a large row group is read as several pieces, one per core: locally, where a piece
+    /// costs only its decoding; a remote piece would fetch its whole column chunks again.
+    fn split_groups(&self) -> bool {
+        matches!(self.location, Location::Local(_))
+    }
+
+    fn parquet_units<T: Send>(&self, pieces: &[Piece], columns: &[usize], work: &(impl Fn(Unit) -> Result<T> + Sync)) -> Result<Vec<T>> {
+        let Reader::Parquet { metadata, first_rows, .. } = &self.reader else {
+            return Err(DataError::Internal("a Parquet read of a file that is not Parquet".into()));
+        };
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(pieces.len()).max(1);
         let next = AtomicUsize::new(0);
-        let read_group = |group: usize| -> Result<Vec<T>> {
+        let read_piece = |piece: &Piece| -> Result<Vec<T>> {
+            let group = piece.group;
             let failed =
-                |e: &dyn std::fmt::Display| DriverError::Query { path: self.path.clone(), reason: format!("row group {group}: {e}") };
+                |e: &dyn std::fmt::Display| DataError::Query { path: self.path.clone(), reason: format!("row group {group}: {e}") };
+            let first_row = first_rows[group] + piece.rows.start;
             match &self.location {
                 Location::Local(file) => {
                     // Checked when the source was opened; each pass checks its fingerprint.
                     let opened = File::open(file).map_err(|e| failed(&e))?;
-                    read_row_group(opened, metadata, group, columns, first_rows[group], work, &failed)
+                    read_piece(opened, metadata, piece, columns, first_row, work, &failed)
                 }
                 Location::Remote(remote) => {
                     // The column chunks of every leaf under the projected columns.
@@ -371,26 +420,27 @@ impl Source {
                     let fetched = remote.ranges_blocking(ranges.clone()).map_err(|e| failed(&e))?;
                     let ranges = ranges.iter().map(|r| r.start).zip(fetched).collect();
                     let reader = Prefetched { len: self.fingerprint.len, ranges };
-                    read_row_group(reader, metadata, group, columns, first_rows[group], work, &failed)
+                    read_piece(reader, metadata, piece, columns, first_row, work, &failed)
                 }
             }
         };
+        let count = pieces.len();
         let mut results: Vec<(usize, Result<Vec<T>>)> = std::thread::scope(|scope| {
             let workers: Vec<_> = (0..threads)
                 .map(|_| {
                     scope.spawn(|| {
                         let mut done = Vec::new();
                         loop {
-                            let group = next.fetch_add(1, Ordering::Relaxed);
-                            if group >= groups {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            if i >= count {
                                 return done;
                             }
-                            let result = read_group(group);
+                            let result = read_piece(&pieces[i]);
                             let failed = result.is_err();
-                            done.push((group, result));
+                            done.push((i, result));
                             if failed {
                                 // Stop taking work; the error is reported in file order below.
-                                next.store(groups, Ordering::Relaxed);
+                                next.store(count, Ordering::Relaxed);
                             }
                         }
                     })
@@ -399,7 +449,7 @@ impl Source {
             // A panic in a worker is a bug; re-raise it rather than lose rows.
             workers.into_iter().flat_map(|w| w.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()
         });
-        results.sort_by_key(|(group, _)| *group);
+        results.sort_by_key(|(i, _)| *i);
         let mut out = Vec::new();
         for (_, result) in results {
             out.extend(result?);
@@ -425,19 +475,54 @@ impl Source {
     }
 }
 
-/// Decodes one row group's columns `columns` in units of at most [`UNIT_ROWS`] rows.
-fn read_row_group<R: ChunkReader + 'static, T>(
+/// Rows of one row group read together: `rows` counts from the group's first row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Piece {
+    group: usize,
+    rows: Range<u64>,
+}
+
+/// The pieces that cover the file's rows `wanted` (numbered from 1), in file order, given each
+/// row group's first row and the file's row count. With `split`, no piece is longer than
+/// [`UNIT_ROWS`], so even one large row group is read on every core.
+fn pieces(first_rows: &[u64], total: u64, wanted: Range<u64>, split: bool) -> Vec<Piece> {
+    let mut out = Vec::new();
+    for (group, &first) in first_rows.iter().enumerate() {
+        let end = first_rows.get(group + 1).copied().unwrap_or(total + 1);
+        let (start, stop) = (wanted.start.max(first), wanted.end.min(end));
+        let mut at = start;
+        while at < stop {
+            let until = if split { stop.min(at + UNIT_ROWS as u64) } else { stop };
+            out.push(Piece { group, rows: at - first..until - first });
+            at = until;
+        }
+    }
+    out
+}
+
+/// Decodes one piece of a row group, columns `columns`, in units of at most [`UNIT_ROWS`] rows.
+fn read_piece<R: ChunkReader + 'static, T>(
     reader: R,
     metadata: &ArrowReaderMetadata,
-    group: usize,
+    piece: &Piece,
     columns: &[usize],
     first_row: u64,
     work: &impl Fn(Unit) -> Result<T>,
-    failed: &dyn Fn(&dyn std::fmt::Display) -> DriverError,
+    failed: &dyn Fn(&dyn std::fmt::Display) -> DataError,
 ) -> Result<Vec<T>> {
     let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(reader, metadata.clone());
     let mask = ProjectionMask::roots(builder.parquet_schema(), columns.iter().copied());
-    let batches = builder.with_projection(mask).with_row_groups(vec![group]).with_batch_size(UNIT_ROWS).build().map_err(|e| failed(&e))?;
+    let group_rows = metadata.metadata().row_group(piece.group).num_rows() as u64;
+    let mut builder = builder.with_projection(mask).with_row_groups(vec![piece.group]).with_batch_size(UNIT_ROWS);
+    if piece.rows != (0..group_rows) {
+        let (skip, take) = (piece.rows.start as usize, (piece.rows.end - piece.rows.start) as usize);
+        let mut selectors = vec![RowSelector::select(take)];
+        if skip > 0 {
+            selectors.insert(0, RowSelector::skip(skip));
+        }
+        builder = builder.with_row_selection(RowSelection::from(selectors));
+    }
+    let batches = builder.build().map_err(|e| failed(&e))?;
     let mut first_row = first_row;
     let mut out = Vec::new();
     for batch in batches {
@@ -451,7 +536,7 @@ fn read_row_group<R: ChunkReader + 'static, T>(
 
 /// A remote Parquet file's footer: its last 8 bytes give the metadata's length.
 async fn remote_footer(remote: &Remote, path: &Path, len: u64) -> Result<ParquetMetaData> {
-    let unreadable = |reason: String| DriverError::UnreadableFile { path: path.to_path_buf(), reason };
+    let unreadable = |reason: String| DataError::UnreadableFile { path: path.to_path_buf(), reason };
     let not_parquet = || unreadable("not a Parquet file (it does not end with the magic bytes PAR1)".into());
     if len < 12 {
         return Err(not_parquet());
@@ -468,8 +553,8 @@ async fn remote_footer(remote: &Remote, path: &Path, len: u64) -> Result<Parquet
     ParquetMetaDataReader::decode_metadata(&footer).map_err(|e| unreadable(e.to_string()))
 }
 
-fn query(path: &Path, e: datafusion::error::DataFusionError) -> DriverError {
-    DriverError::Query { path: path.to_path_buf(), reason: e.to_string() }
+fn query(path: &Path, e: datafusion::error::DataFusionError) -> DataError {
+    DataError::Query { path: path.to_path_buf(), reason: e.to_string() }
 }
 
 /// The file's schema with its string columns as Dictionary(Int32, Utf8): the reader then keeps
@@ -490,6 +575,22 @@ fn dictionary_strings(schema: &Schema) -> Schema {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pieces_cover_exactly_the_wanted_rows_in_file_order() {
+        // Row groups of 3, 4 and UNIT_ROWS + 2 rows: first rows 1, 4, 8.
+        let big = UNIT_ROWS as u64 + 2;
+        let first_rows = [1, 4, 8];
+        let total = 7 + big;
+        let piece = |group, rows: Range<u64>| Piece { group, rows };
+        assert_eq!(pieces(&first_rows, total, 2..6, true), vec![piece(0, 1..3), piece(1, 0..2)]);
+        assert_eq!(pieces(&first_rows, total, 1..total + 1, false), vec![piece(0, 0..3), piece(1, 0..4), piece(2, 0..big)]);
+        assert_eq!(
+            pieces(&first_rows, total, 1..total + 1, true),
+            vec![piece(0, 0..3), piece(1, 0..4), piece(2, 0..UNIT_ROWS as u64), piece(2, UNIT_ROWS as u64..big)]
+        );
+        assert_eq!(pieces(&first_rows, total, 5..5, true), vec![]);
+    }
 
     #[tokio::test]
     async fn a_file_that_changes_between_passes_is_refused() {

@@ -1,0 +1,134 @@
+//! Encoded partitions: the driver's, assembled from every unit of the file, and an executor's,
+//! read from its own rows of the file.
+
+use std::path::Path;
+
+use arrow::array::RecordBatch;
+use canopy_proto::partition::encode;
+use canopy_tree::BinEdges;
+
+use crate::error::{DataError, Result};
+use crate::features::{Chunk, Encoding, Pipeline, Values};
+use crate::scan::Source;
+use crate::spec::FeatureSpec;
+use crate::split::{Role, RowRanges, assign};
+
+/// Each destination's chunks of every unit, concatenated in file order: each destination sized
+/// once, then filled unit by unit, each unit freed as it goes.
+pub fn assemble(units: Vec<Vec<Chunk>>, destinations: usize, values: Values, features: usize, numbered: bool) -> Vec<Chunk> {
+    let mut out: Vec<Chunk> = (0..destinations)
+        .map(|d| Chunk::with_capacity(values, features, units.iter().map(|u| u.get(d).map_or(0, |c| c.rows)).sum(), numbered))
+        .collect();
+    for unit in units {
+        out.iter_mut().zip(unit).for_each(|(all, chunk)| all.append(chunk));
+    }
+    out
+}
+
+/// The features an executor computes and how it encodes them: sent as JSON, as in model files.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FeatureEncoding {
+    pub features: FeatureSpec,
+    pub encoding: Encoding,
+}
+
+/// How the rows of a job's file are split into partitions of contiguous rows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RowPartitioning {
+    /// Rows in the file.
+    pub rows: u64,
+    /// Partitions of each role.
+    pub partitions: u32,
+    pub seed: u64,
+    pub test_fraction: f64,
+}
+
+/// An executor's reader of its own partitions: the job's file opened as the driver saw it, its
+/// feature pipeline, and the driver's encoding and bin edges.
+pub struct PartitionReader {
+    source: Source,
+    pipeline: Pipeline,
+    names: Vec<String>,
+    encoding: Encoding,
+    edges: BinEdges,
+    layout: RowPartitioning,
+    numbered: bool,
+}
+
+impl PartitionReader {
+    /// Opens `location` and checks that it is the file the driver read: its `version` and its
+    /// rows. `numbered`: training partitions keep each row's number (forest mode).
+    pub async fn open(
+        location: &Path,
+        version: &str,
+        spec: &FeatureSpec,
+        encoding: Encoding,
+        edges: BinEdges,
+        layout: RowPartitioning,
+        numbered: bool,
+    ) -> Result<PartitionReader> {
+        let source = Source::open(location).await?;
+        let differs = |what: String| DataError::UnreadableFile {
+            path: location.to_path_buf(),
+            reason: format!("{what} here than where the driver read it; every executor must read the same file"),
+        };
+        if source.version() != version {
+            return Err(differs(format!("it is another version ({}, the driver's: {version})", source.version())));
+        }
+        if source.rows() != Some(layout.rows) {
+            return Err(differs(format!("it has {:?} rows rather than {}", source.rows(), layout.rows)));
+        }
+        let pipeline = Pipeline::new(location, &source.schema, spec, true)?;
+        Ok(PartitionReader { source, pipeline, names: spec.feature_names(), encoding, edges, layout, numbered })
+    }
+
+    /// Partitions of each role.
+    pub fn partitions(&self) -> u32 {
+        self.layout.partitions
+    }
+
+    /// A partition's chunk as the partition format's batch (`canopy_proto::partition`), as the
+    /// driver would have shipped it.
+    pub fn batch(&self, chunk: Chunk) -> Result<RecordBatch> {
+        let numbers = (self.numbered && !chunk.row_numbers.is_empty()).then_some(chunk.row_numbers);
+        encode(&self.names, chunk.columns, chunk.labels, numbers).map_err(|e| DataError::Internal(e.to_string()))
+    }
+
+    /// The rows of partitions `indexes` (ascending, distinct), encoded and binned, read in one
+    /// pass on every core: each partition's training chunk and test chunk.
+    pub async fn read(&self, indexes: &[u32]) -> Result<Vec<[Chunk; 2]>> {
+        let RowPartitioning { rows, partitions, seed, test_fraction } = self.layout;
+        if indexes.windows(2).any(|w| w[0] >= w[1]) || indexes.last().is_some_and(|&i| i >= partitions) {
+            return Err(DataError::Internal(format!("partitions {indexes:?} of {partitions} are not ascending, distinct and in range")));
+        }
+        let values = Values::Binned(&self.edges);
+        // Destination 2k is the training rows of the k-th partition asked for, 2k + 1 its test rows.
+        let layout = RowRanges::new(partitions, rows);
+        let mut position = vec![0usize; partitions as usize];
+        indexes.iter().enumerate().for_each(|(k, &i)| position[i as usize] = k);
+        let destination = |row: u64| {
+            2 * position[layout.of(row) as usize]
+                + match assign(seed, row, test_fraction, partitions).0 {
+                    Role::Train => 0,
+                    Role::Test => 1,
+                }
+        };
+        let ranges: Vec<_> = indexes.iter().map(|&i| layout.range(i)).collect();
+        let destinations = 2 * indexes.len();
+        let units = self
+            .source
+            .for_each_in(self.pipeline.columns(), &ranges, |unit| {
+                let features = self.pipeline.featurize(unit)?;
+                self.encoding.encode(&self.pipeline, &features, values, destinations, destination, self.numbered)
+            })
+            .await?;
+        let mut chunks = assemble(units, destinations, values, self.edges.features.len(), self.numbered).into_iter();
+        let mut out = Vec::with_capacity(indexes.len());
+        while let (Some(train), Some(mut test)) = (chunks.next(), chunks.next()) {
+            // Only training rows need their numbers (their bootstrap weights).
+            test.row_numbers = Vec::new();
+            out.push([train, test]);
+        }
+        Ok(out)
+    }
+}
