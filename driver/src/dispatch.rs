@@ -20,7 +20,6 @@ use arrow::array::RecordBatch;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::{FlightClient, FlightDescriptor};
-use canopy_pipeline::partitions::FeatureEncoding;
 use canopy_proto::v1::executor_client::ExecutorClient;
 use canopy_proto::v1::{self};
 use canopy_proto::{
@@ -214,28 +213,26 @@ impl Dispatcher {
                 Mode::Forest => v1::JobMode::Forest,
             } as i32,
             forest: self.forest,
-            source: self.data_source()?,
+            source: self.data_source(),
         };
         let mut client = handle.control.clone();
         self.guarded(&handle, async move { client.begin_job(request).await.map(|_| ()).map_err(|s| classify(&s)) }).await
     }
 
     /// Where executors read their own rows, when they do.
-    fn data_source(&self) -> std::result::Result<Option<v1::DataSource>, CallError> {
+    fn data_source(&self) -> Option<v1::DataSource> {
         let Partitions::Read(plan) = &self.prepared.partitions else {
-            return Ok(None);
+            return None;
         };
-        let features = FeatureEncoding { features: plan.features.clone(), encoding: self.prepared.encoding.clone() };
-        let features_json = serde_json::to_vec(&features).map_err(|e| CallError::Fatal(format!("cannot encode the features: {e}")))?;
-        Ok(Some(v1::DataSource {
+        Some(v1::DataSource {
             location: self.prepared.source.to_string_lossy().into_owned(),
             version: plan.version.clone(),
             rows: plan.layout.rows,
             partitions: plan.layout.partitions,
             split_seed: plan.layout.seed,
             test_fraction: plan.layout.test_fraction,
-            features_json,
-        }))
+            features_json: plan.features_json.clone(),
+        })
     }
 
     /// Active executors, in join order.

@@ -14,7 +14,9 @@ Scenarios, each checking the model's SHA-256 against an in-process run on the ho
      driver's wanted count (read from its metrics port, as an autoscaler would) and the first one
      is stopped as Kubernetes stops a pod (SIGTERM, SIGKILL after terminationGracePeriodSeconds):
      it hands its partitions back and exits 0, and the model does not change;
-  3. as 1, with mutual TLS (one certificate for every pod, as tls.existingSecret) and the token.
+  3. as 1, with mutual TLS (one certificate for every pod, as tls.existingSecret) and the token;
+  4. as 2, with data.readBy executors: every executor mounts the data volume and reads its own
+     partitions (joiners read what moves to them), and no partition is shipped.
 
 Usage: run_in_containers.py --helm HELM --image IMAGE --bin-dir DIR
 Prints "ok: ..." / "FAILED: ..." lines and ends with "containers: N passed, N failed".
@@ -287,6 +289,9 @@ def scenario(args, work, values, name, elastic, secrets=()):
     sha = run_report["model_sha256"]
     check(sha == args.reference_sha, f"{name}: model SHA-256 {sha[:16]}… equals the in-process model's", f"in-process {args.reference_sha}")
     check(run_report["failures"] == [], f"{name}: no executor failed", json.dumps(run_report["failures"]))
+    if values["data"].get("readBy") == "executors":
+        shipped = run_report["traffic"]["partition_bytes_sent"] + run_report["bytes_moved"]
+        check(shipped == 0, f"{name}: the executors read every partition from the data volume, none was shipped", f"{shipped} bytes")
     if elastic:
         changes = [(m["change"], m["executor_id"]) for m in run_report["membership"]]
         maximum = values["job"]["maxExecutors"]
@@ -370,6 +375,9 @@ def main():
         }
         scenario(args, work, values, "fixed", elastic=False)
         scenario(args, work, values, "elastic", elastic=True)
+        # Executors that read their own rows from the data volume, joining and leaving mid-job.
+        reading = {**values, "data": {**values["data"], "readBy": "executors"}}
+        scenario(args, work, reading, "read-by-executors", elastic=True)
         # Mutual TLS and the token, with one certificate shared by every pod (tls.existingSecret).
         tls_values = {**values, "tls": {"enabled": True, "existingSecret": "canopy-tls", "serverName": "canopy.internal"}}
         scenario(args, work, tls_values, "tls", elastic=False, secrets=[tls_secret("canopy-tls", "canopy.internal")])

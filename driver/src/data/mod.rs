@@ -13,7 +13,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use arrow::array::RecordBatch;
-use canopy_pipeline::partitions::{RowPartitioning, assemble};
+use canopy_pipeline::partitions::{FeatureEncoding, RowPartitioning, assemble};
+use canopy_proto::MAX_REQUEST_BYTES;
 use canopy_proto::partition::encode;
 use canopy_tree::{BinEdges, PartitionId};
 use serde::Serialize;
@@ -60,7 +61,8 @@ pub struct ReadPlan {
     pub layout: RowPartitioning,
     /// The file's version as read here; executors must find the same.
     pub version: String,
-    pub features: canopy_pipeline::spec::FeatureSpec,
+    /// The features and their encoding, as executors receive them (`FeatureEncoding`, JSON).
+    pub features_json: Vec<u8>,
     pub train_rows: Vec<u64>,
     pub test_rows: Vec<u64>,
 }
@@ -178,10 +180,22 @@ pub async fn prepare(exp: &ValidExperiment, read_by: ReadBy) -> Result<Prepared>
     };
     let feature_names = spec.feature_names();
     if read_by == ReadBy::Executors {
+        let features = FeatureEncoding { features: spec.clone(), encoding: encoding.clone() };
+        let features_json = serde_json::to_vec(&features).map_err(|e| DriverError::Internal(format!("cannot encode the features: {e}")))?;
+        // Category indexes grow with the data; executors take requests of at most
+        // MAX_REQUEST_BYTES, and BeginJob carries these.
+        if features_json.len() > MAX_REQUEST_BYTES / 2 {
+            return Err(DriverError::Config(format!(
+                "the category indexes of '{}' take {} bytes; executors take requests of at most {MAX_REQUEST_BYTES} bytes, so \
+                 they cannot read their own rows of it (use --read-by driver)",
+                path.display(),
+                features_json.len()
+            )));
+        }
         let plan = ReadPlan {
             layout: RowPartitioning { rows, partitions: split.partitions, seed: split.seed, test_fraction: split.test_fraction },
             version: source.version(),
-            features: spec.clone(),
+            features_json,
             train_rows: per_range.iter().map(|r| r[0]).collect(),
             test_rows: per_range.iter().map(|r| r[1]).collect(),
         };
