@@ -224,8 +224,12 @@ impl Dispatcher {
         let Partitions::Read(plan) = &self.prepared.partitions else {
             return None;
         };
+        // A relative path means the driver's working directory, which an executor need not share.
+        let source = &self.prepared.source;
+        let location =
+            if source.to_string_lossy().contains("://") { source.clone() } else { std::path::absolute(source).unwrap_or(source.clone()) };
         Some(v1::DataSource {
-            location: self.prepared.source.to_string_lossy().into_owned(),
+            location: location.to_string_lossy().into_owned(),
             version: plan.version.clone(),
             rows: plan.layout.rows,
             partitions: plan.layout.partitions,
