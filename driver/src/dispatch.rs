@@ -57,7 +57,7 @@ pub(crate) enum CallError {
     Fatal(String),
 }
 
-fn classify(status: &Status) -> CallError {
+pub(crate) fn classify(status: &Status) -> CallError {
     let text = format!("{}: {}", status.code(), status.message());
     match status.code() {
         // FAILED_PRECONDITION from a task: the executor no longer holds our job or a partition
@@ -224,12 +224,8 @@ impl Dispatcher {
         let Partitions::Read(plan) = &self.prepared.partitions else {
             return None;
         };
-        // A relative path means the driver's working directory, which an executor need not share.
-        let source = &self.prepared.source;
-        let location =
-            if source.to_string_lossy().contains("://") { source.clone() } else { std::path::absolute(source).unwrap_or(source.clone()) };
         Some(v1::DataSource {
-            location: location.to_string_lossy().into_owned(),
+            location: plan.location.clone(),
             version: plan.version.clone(),
             rows: plan.layout.rows,
             partitions: plan.layout.partitions,

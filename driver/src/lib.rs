@@ -12,6 +12,7 @@
 
 pub mod cluster;
 pub mod config;
+pub mod count;
 pub mod data;
 pub mod dispatch;
 pub mod ensemble;
@@ -36,6 +37,7 @@ use tracing::info;
 
 use crate::cluster::{Cluster, ClusterSpec};
 use crate::config::{ReadBy, ValidExperiment};
+use crate::count::Counters;
 use crate::error::{DriverError, Result};
 use crate::metrics::Observability;
 use crate::report::Report;
@@ -88,9 +90,14 @@ pub async fn run_plan(exp: &ValidExperiment, plan: &Plan, timeouts: &Timeouts, o
         metrics.set_wanted(first_wanted.min(exp.split.partitions as usize));
     }
     info!(data = %exp.data.display(), "preparing data");
-    // In this process the driver holds every partition whoever would have read them.
+    // In this process the driver holds every partition whoever would have read them. On a
+    // cluster whose executors read their own rows, the first run's executors count them too.
     let read_by = if cluster.is_some() { exp.read_by } else { ReadBy::Driver };
-    let prepared = Arc::new(data::prepare(exp, read_by).await?);
+    let counters = match (&cluster, read_by, runs_to_do.first()) {
+        (Some(cluster), ReadBy::Executors, Some((_, count))) => Some(Counters::new(&cluster.members_for_run(*count).await?, timeouts.task)),
+        _ => None,
+    };
+    let prepared = Arc::new(data::prepare(exp, read_by, counters.as_ref()).await?);
     metrics.phase("prepare", prepared.prepare_seconds);
     info!(
         rows = prepared.rows.read,

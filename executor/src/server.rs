@@ -267,14 +267,14 @@ impl Executor for ExecutorService {
         let numbered = matches!(kind, crate::validate::JobKind::Forest(_));
         let mut job = Job::new(r.job_id.clone(), edges.clone(), num_classes, kind);
         if let Some(source) = &r.source {
-            let (features, layout) = crate::validate::data_source(&r, source)?;
+            let (features, encoding, layout) = crate::validate::data_source(&r, source)?;
             if self.inner.lock_job()?.is_some() {
                 return Err(ExecutorError::Busy.into());
             }
             // Opened (and the file checked against the driver's) before the job is accepted, so
             // an executor that cannot read the data never starts it.
             let location = std::path::Path::new(&source.location);
-            let reader = PartitionReader::open(location, &source.version, &features.features, features.encoding, edges, layout, numbered)
+            let reader = PartitionReader::open(location, &source.version, &features.features, encoding, edges, layout, numbered)
                 .await
                 .map_err(ExecutorError::from)?;
             job.reader = Some(Arc::new(reader));
@@ -339,6 +339,49 @@ impl Executor for ExecutorService {
             Ok(confusion_response(confusion))
         })
         .await
+    }
+
+    #[instrument(skip_all, fields(executor = %self.inner.executor_id))]
+    async fn count_partitions(
+        &self,
+        request: Request<v1::CountPartitionsRequest>,
+    ) -> Result<Response<v1::CountPartitionsResponse>, Status> {
+        let started = Instant::now();
+        let r = request.into_inner();
+        let (features, layout) = crate::validate::count_partitions(&r)?;
+        let metrics = self.inner.metrics.clone();
+        metrics.running.inc();
+        let handle = tokio::runtime::Handle::current();
+        let counted = tokio::task::spawn_blocking(move || {
+            let source = r.source.unwrap_or_default();
+            let location = std::path::Path::new(&source.location);
+            handle.block_on(canopy_pipeline::partitions::count(location, &source.version, &features.features, layout, &r.partitions))
+        })
+        .await
+        .map_err(|e| ExecutorError::TaskAborted(e.to_string()))
+        .and_then(|counted| counted.map_err(ExecutorError::from));
+        metrics.running.dec();
+        metrics.task_done("count_partitions", counted.is_ok());
+        let (counts, per_partition) = counted?;
+        let counts_json = serde_json::to_vec(&counts).map_err(|e| ExecutorError::TaskAborted(format!("cannot encode the counts: {e}")))?;
+        // The driver decodes answers up to MAX_MESSAGE_BYTES; a continuous feature has as many
+        // distinct values as rows.
+        if counts_json.len() > canopy_proto::MAX_MESSAGE_BYTES / 2 {
+            return Err(ExecutorError::InvalidRequest(format!(
+                "the counts take {} bytes, more than an answer may (too many distinct feature values to count here; read with \
+                 --read-by driver)",
+                counts_json.len()
+            ))
+            .into());
+        }
+        metrics.observe("count_partitions", "count", started.elapsed().as_secs_f64());
+        metrics.sent_bytes.inc_by(counts_json.len() as u64);
+        info!(partitions = per_partition.len(), rows = counts.rows_read, seconds = started.elapsed().as_secs_f64(), "counted partitions");
+        Ok(Response::new(v1::CountPartitionsResponse {
+            counts_json,
+            train_rows: per_partition.iter().map(|t| t[0]).collect(),
+            test_rows: per_partition.iter().map(|t| t[1]).collect(),
+        }))
     }
 
     #[instrument(skip_all, fields(executor = %self.inner.executor_id, job = %request.get_ref().job_id))]

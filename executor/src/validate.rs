@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use canopy_pipeline::features::Encoding;
 use canopy_pipeline::partitions::{FeatureEncoding, RowPartitioning};
 use canopy_proto::v1;
 use canopy_proto::{
@@ -82,13 +83,9 @@ pub fn begin_job(r: &v1::BeginJobRequest) -> Result<JobKind, ExecutorError> {
 /// Most bytes of a data source's location (a path or URL).
 const MAX_LOCATION_BYTES: usize = 4096;
 
-/// A BeginJob's data source, when the executor reads its own rows: a location, a partitioning
-/// the protocol allows, and features that parse, pass the driver's own checks, and match the
-/// job's features and classes. Opening the file comes after.
-pub fn data_source(r: &v1::BeginJobRequest, source: &v1::DataSource) -> Result<(FeatureEncoding, RowPartitioning), ExecutorError> {
-    if v1::JobMode::try_from(r.mode) == Ok(v1::JobMode::Ensemble) {
-        return Err(invalid("ensemble jobs receive their partitions; they do not read them".into()));
-    }
+/// A data source's location, partitioning and features: within the protocol's limits, and
+/// features that parse and pass the driver's own checks. Opening the file comes after.
+pub fn checked_source(source: &v1::DataSource) -> Result<(FeatureEncoding, RowPartitioning), ExecutorError> {
     if source.location.is_empty() || source.location.len() > MAX_LOCATION_BYTES {
         return Err(invalid(format!("the data location must be 1 to {MAX_LOCATION_BYTES} bytes, got {}", source.location.len())));
     }
@@ -104,19 +101,37 @@ pub fn data_source(r: &v1::BeginJobRequest, source: &v1::DataSource) -> Result<(
     let features: FeatureEncoding =
         serde_json::from_slice(&source.features_json).map_err(|e| invalid(format!("the data source's features: {e}")))?;
     features.features.check().map_err(|e| invalid(format!("the data source's features: {e}")))?;
+    let layout =
+        RowPartitioning { rows: source.rows, partitions: source.partitions, seed: source.split_seed, test_fraction: source.test_fraction };
+    Ok((features, layout))
+}
+
+/// A BeginJob's data source, when the executor reads its own rows: a valid [`checked_source`] whose
+/// features and encoding are the job's, not in ensemble mode.
+pub fn data_source(r: &v1::BeginJobRequest, data: &v1::DataSource) -> Result<(FeatureEncoding, Encoding, RowPartitioning), ExecutorError> {
+    if v1::JobMode::try_from(r.mode) == Ok(v1::JobMode::Ensemble) {
+        return Err(invalid("ensemble jobs receive their partitions; they do not read them".into()));
+    }
+    let (features, layout) = checked_source(data)?;
     let names = features.features.feature_names();
     if !names.iter().eq(r.features.iter().map(|f| &f.name)) {
         return Err(invalid(format!("the data source's features {names:?} are not the job's")));
     }
-    if features.encoding.class_names.len() != r.num_classes as usize || features.encoding.label != features.features.label {
-        return Err(invalid(format!(
-            "the data source's label has {} classes; the job has {}",
-            features.encoding.class_names.len(),
-            r.num_classes
-        )));
+    let encoding = features.encoding.clone().ok_or_else(|| invalid("the data source has no encoding".into()))?;
+    if encoding.class_names.len() != r.num_classes as usize || encoding.label != features.features.label {
+        return Err(invalid(format!("the data source's label has {} classes; the job has {}", encoding.class_names.len(), r.num_classes)));
     }
-    let layout =
-        RowPartitioning { rows: source.rows, partitions: source.partitions, seed: source.split_seed, test_fraction: source.test_fraction };
+    Ok((features, encoding, layout))
+}
+
+/// A CountPartitions: a valid [`checked_source`], and partition indexes that are ascending, distinct and
+/// within it.
+pub fn count_partitions(r: &v1::CountPartitionsRequest) -> Result<(FeatureEncoding, RowPartitioning), ExecutorError> {
+    let data = r.source.as_ref().ok_or_else(|| invalid("CountPartitions without a data source".into()))?;
+    let (features, layout) = checked_source(data)?;
+    if r.partitions.is_empty() || r.partitions.windows(2).any(|w| w[0] >= w[1]) || r.partitions.iter().any(|&i| i >= layout.partitions) {
+        return Err(invalid(format!("partitions to count must be ascending, distinct and below {}", layout.partitions)));
+    }
     Ok((features, layout))
 }
 
@@ -210,9 +225,9 @@ mod tests {
             class_names: ["a", "b", "c", "d"].map(String::from).to_vec(),
             string_indexes: Default::default(),
         };
-        let json = serde_json::to_vec(&FeatureEncoding { features: spec, encoding }).expect("serialises");
+        let json = serde_json::to_vec(&FeatureEncoding { features: spec, encoding: Some(encoding) }).expect("serialises");
         let r = job(vec![feature("x", vec![0.5])], 4);
-        let (_, layout) = data_source(&r, &source(&json)).expect("valid");
+        let (_, _, layout) = data_source(&r, &source(&json)).expect("valid");
         assert_eq!(layout, RowPartitioning { rows: 10, partitions: 2, seed: 7, test_fraction: 0.3 });
         let refused = |r: &v1::BeginJobRequest, s: &v1::DataSource| data_source(r, s).expect_err("refused").to_string();
         assert_eq!(

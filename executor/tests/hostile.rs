@@ -350,12 +350,21 @@ async fn data_sources_and_partition_loads_are_checked_before_anything_is_read() 
         partitions: 2,
         split_seed: 1,
         test_fraction: 0.2,
-        features_json: serde_json::to_vec(&FeatureEncoding { features, encoding }).unwrap(),
+        features_json: serde_json::to_vec(&FeatureEncoding { features, encoding: Some(encoding) }).unwrap(),
     };
-    let reading = v1::BeginJobRequest { source: Some(source), ..x_job("read") };
+    let unreadable = (Code::InvalidArgument, format!("cannot read '{}': No such file or directory (os error 2)", missing.display()));
+    let reading = v1::BeginJobRequest { source: Some(source.clone()), ..x_job("read") };
+    assert_eq!(status(client.begin_job(reading).await), unreadable);
+    // Counting needs no job, and is checked the same way.
+    let count = |partitions: Vec<u32>| v1::CountPartitionsRequest { source: Some(source.clone()), partitions };
     assert_eq!(
-        status(client.begin_job(reading).await),
-        (Code::InvalidArgument, format!("cannot read '{}': No such file or directory (os error 2)", missing.display()))
+        status(client.count_partitions(count(vec![1, 0])).await),
+        invalid("partitions to count must be ascending, distinct and below 2")
     );
+    assert_eq!(
+        status(client.count_partitions(count(vec![2])).await),
+        invalid("partitions to count must be ascending, distinct and below 2")
+    );
+    assert_eq!(status(client.count_partitions(count(vec![0, 1])).await), unreadable);
     client.begin_job(x_job("after")).await.unwrap();
 }

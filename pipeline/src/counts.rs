@@ -19,7 +19,8 @@ type ValueCounts = HashMap<u64, u64, BuildHasherDefault<BitsHasher>>;
 /// Text value -> (labelled rows, training rows) with it.
 type TextCounts = HashMap<String, [u64; 2]>;
 
-#[derive(Debug, Default, Clone, PartialEq)]
+/// Sent by executors that count their own rows (JSON), so the driver merges them.
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Counts {
     pub rows_read: u64,
     pub labelled: u64,
@@ -80,6 +81,16 @@ impl Counts {
             categories: features.categorical.iter().map(text_counts).collect(),
             numbers,
         }
+    }
+
+    /// Whether counts that came from elsewhere (an executor) are of `spec`'s features: one
+    /// category count per categorical column, one value count per numeric one, and consistent
+    /// row totals.
+    pub fn fits(&self, spec: &FeatureSpec) -> bool {
+        self.categories.len() == spec.categorical.len()
+            && self.numbers.len() == spec.numeric.len()
+            && self.train.checked_add(self.test) == Some(self.labelled)
+            && self.labelled <= self.rows_read
     }
 
     pub fn merge(mut self, other: Counts) -> Counts {

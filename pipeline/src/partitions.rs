@@ -2,13 +2,15 @@
 //! read from its own rows of the file.
 
 use std::path::Path;
+use std::sync::Mutex;
 
 use arrow::array::RecordBatch;
 use canopy_proto::partition::encode;
 use canopy_tree::BinEdges;
 
+use crate::counts::Counts;
 use crate::error::{DataError, Result};
-use crate::features::{Chunk, Encoding, Pipeline, Values};
+use crate::features::{Chunk, Encoding, Pipeline, UnitFeatures, Values};
 use crate::scan::Source;
 use crate::spec::FeatureSpec;
 use crate::split::{Role, RowRanges, assign};
@@ -26,10 +28,92 @@ pub fn assemble(units: Vec<Vec<Chunk>>, destinations: usize, values: Values, fea
 }
 
 /// The features an executor computes and how it encodes them: sent as JSON, as in model files.
+/// The encoding is absent when the executor only counts (it comes from the counts).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FeatureEncoding {
     pub features: FeatureSpec,
-    pub encoding: Encoding,
+    #[serde(default)]
+    pub encoding: Option<Encoding>,
+}
+
+/// One unit's counts, and the (training, test) rows of each slot that `slot` gives a row
+/// (its partition among those counted): the counting pass's work on a unit, on the driver or
+/// on an executor.
+pub fn count_unit(
+    features: &UnitFeatures,
+    role: impl Fn(u64) -> Role,
+    slots: usize,
+    slot: impl Fn(u64) -> usize,
+) -> (Counts, Vec<[u64; 2]>) {
+    let mut tally = vec![[0u64; 2]; slots];
+    if slots > 0 {
+        for &row in &features.row_numbers {
+            tally[slot(row)][usize::from(role(row) == Role::Test)] += 1;
+        }
+    }
+    (Counts::of(features, role), tally)
+}
+
+/// Counts of partitions `indexes` (ascending, distinct) of the file at `location`, as the
+/// driver's counting pass makes them, read on every core: their merged counts, and each one's
+/// training and test rows. The file must be the one the driver saw (`version`, rows).
+pub async fn count(
+    location: &Path,
+    version: &str,
+    spec: &FeatureSpec,
+    layout: RowPartitioning,
+    indexes: &[u32],
+) -> Result<(Counts, Vec<[u64; 2]>)> {
+    let source = open_same(location, version, layout.rows).await?;
+    let pipeline = Pipeline::new(location, &source.schema, spec, true)?;
+    let RowPartitioning { rows, partitions, seed, test_fraction } = layout;
+    let ranges = RowRanges::new(partitions, rows);
+    let position = positions(indexes, partitions)?;
+    let role = |row: u64| assign(seed, row, test_fraction, partitions).0;
+    let total = Mutex::new(Counts::default());
+    let wanted: Vec<_> = indexes.iter().map(|&i| ranges.range(i)).collect();
+    let tallies = source
+        .for_each_in(pipeline.columns(), &wanted, |unit| {
+            let features = pipeline.featurize(unit)?;
+            let (counts, tally) = count_unit(&features, role, indexes.len(), |row| position[ranges.of(row) as usize]);
+            let mut total = total.lock().map_err(|_| DataError::Internal("a counting thread panicked".into()))?;
+            *total = std::mem::take(&mut *total).merge(counts);
+            Ok(tally)
+        })
+        .await?;
+    let counts = total.into_inner().map_err(|_| DataError::Internal("a counting thread panicked".into()))?;
+    let mut per_partition = vec![[0u64; 2]; indexes.len()];
+    for tally in tallies {
+        per_partition.iter_mut().zip(tally).for_each(|(all, unit)| (all[0], all[1]) = (all[0] + unit[0], all[1] + unit[1]));
+    }
+    Ok((counts, per_partition))
+}
+
+/// Each partition's place among `indexes`, which must be ascending, distinct and below
+/// `partitions`.
+fn positions(indexes: &[u32], partitions: u32) -> Result<Vec<usize>> {
+    if indexes.windows(2).any(|w| w[0] >= w[1]) || indexes.last().is_some_and(|&i| i >= partitions) {
+        return Err(DataError::Internal(format!("partitions {indexes:?} of {partitions} are not ascending, distinct and in range")));
+    }
+    let mut position = vec![0usize; partitions as usize];
+    indexes.iter().enumerate().for_each(|(k, &i)| position[i as usize] = k);
+    Ok(position)
+}
+
+/// Opens `location` and checks that it is the file the driver read: its `version` and rows.
+async fn open_same(location: &Path, version: &str, rows: u64) -> Result<Source> {
+    let source = Source::open(location).await?;
+    let differs = |what: String| DataError::UnreadableFile {
+        path: location.to_path_buf(),
+        reason: format!("{what} here than where the driver read it; every executor must read the same file"),
+    };
+    if source.version() != version {
+        return Err(differs(format!("it is another version ({}, the driver's: {version})", source.version())));
+    }
+    if source.rows() != Some(rows) {
+        return Err(differs(format!("it has {:?} rows rather than {rows}", source.rows())));
+    }
+    Ok(source)
 }
 
 /// How the rows of a job's file are split into partitions of contiguous rows.
@@ -67,17 +151,7 @@ impl PartitionReader {
         layout: RowPartitioning,
         numbered: bool,
     ) -> Result<PartitionReader> {
-        let source = Source::open(location).await?;
-        let differs = |what: String| DataError::UnreadableFile {
-            path: location.to_path_buf(),
-            reason: format!("{what} here than where the driver read it; every executor must read the same file"),
-        };
-        if source.version() != version {
-            return Err(differs(format!("it is another version ({}, the driver's: {version})", source.version())));
-        }
-        if source.rows() != Some(layout.rows) {
-            return Err(differs(format!("it has {:?} rows rather than {}", source.rows(), layout.rows)));
-        }
+        let source = open_same(location, version, layout.rows).await?;
         let pipeline = Pipeline::new(location, &source.schema, spec, true)?;
         Ok(PartitionReader { source, pipeline, names: spec.feature_names(), encoding, edges, layout, numbered })
     }
@@ -98,14 +172,10 @@ impl PartitionReader {
     /// pass on every core: each partition's training chunk and test chunk.
     pub async fn read(&self, indexes: &[u32]) -> Result<Vec<[Chunk; 2]>> {
         let RowPartitioning { rows, partitions, seed, test_fraction } = self.layout;
-        if indexes.windows(2).any(|w| w[0] >= w[1]) || indexes.last().is_some_and(|&i| i >= partitions) {
-            return Err(DataError::Internal(format!("partitions {indexes:?} of {partitions} are not ascending, distinct and in range")));
-        }
         let values = Values::Binned(&self.edges);
         // Destination 2k is the training rows of the k-th partition asked for, 2k + 1 its test rows.
         let layout = RowRanges::new(partitions, rows);
-        let mut position = vec![0usize; partitions as usize];
-        indexes.iter().enumerate().for_each(|(k, &i)| position[i as usize] = k);
+        let position = positions(indexes, partitions)?;
         let destination = |row: u64| {
             2 * position[layout.of(row) as usize]
                 + match assign(seed, row, test_fraction, partitions).0 {

@@ -13,13 +13,15 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use arrow::array::RecordBatch;
-use canopy_pipeline::partitions::{FeatureEncoding, RowPartitioning, assemble};
+use canopy_pipeline::partitions::{FeatureEncoding, RowPartitioning, assemble, count_unit};
 use canopy_proto::MAX_REQUEST_BYTES;
 use canopy_proto::partition::encode;
+use canopy_proto::v1;
 use canopy_tree::{BinEdges, PartitionId};
 use serde::Serialize;
 
 use crate::config::{Mode, ReadBy, ValidExperiment};
+use crate::count::Counters;
 use crate::error::{DriverError, Result};
 use crate::progress;
 use counts::Counts;
@@ -59,6 +61,8 @@ pub enum Partitions {
 
 pub struct ReadPlan {
     pub layout: RowPartitioning,
+    /// The file's path (absolute) or URL, as executors open it.
+    pub location: String,
     /// The file's version as read here; executors must find the same.
     pub version: String,
     /// The features and their encoding, as executors receive them (`FeatureEncoding`, JSON).
@@ -115,9 +119,9 @@ pub async fn featurized<T: Send>(
 /// Prepares the experiment's data in two passes over the file, each on every core: exact counts
 /// (the encoding and the bin edges), then encoding, binning and routing each row to its
 /// partition. Only counts and encoded rows are held, never the file's text. With `read_by`
-/// executors, only the first pass runs here: it also counts each partition's rows, and the
-/// executors encode their own.
-pub async fn prepare(exp: &ValidExperiment, read_by: ReadBy) -> Result<Prepared> {
+/// executors, the executors encode their own partitions, and count them too when `counters`
+/// is given; otherwise the counting pass runs here and also counts each partition's rows.
+pub async fn prepare(exp: &ValidExperiment, read_by: ReadBy, counters: Option<&Counters>) -> Result<Prepared> {
     let started = Instant::now();
     let step = |name: &str| tracing::debug!(step = name, seconds = started.elapsed().as_secs_f64(), "prepare");
     let path = exp.data.as_path();
@@ -130,27 +134,46 @@ pub async fn prepare(exp: &ValidExperiment, read_by: ReadBy) -> Result<Prepared>
     let parts = split.partitions as usize;
     // Executors read contiguous ranges of rows (`split::RowRanges`): their rows per partition.
     let rows = source.rows().unwrap_or(0);
-    let ranges = RowRanges::new(split.partitions, rows);
-    // Counts are sums: each unit's are merged as it is done, in any order, into the same totals.
-    let total = std::sync::Mutex::new(Counts::default());
-    let tallies = featurized(&source, &pipeline, "counting", |features| {
-        let counts = Counts::of(&features, role);
-        let mut tally = vec![[0u64; 2]; if read_by == ReadBy::Executors { parts } else { 0 }];
-        if !tally.is_empty() {
-            for &row in &features.row_numbers {
-                tally[ranges.of(row) as usize][usize::from(role(row) == Role::Test)] += 1;
-            }
+    let layout = RowPartitioning { rows, partitions: split.partitions, seed: split.seed, test_fraction: split.test_fraction };
+    // A relative path means the driver's working directory, which an executor need not share.
+    let location =
+        if path.to_string_lossy().contains("://") { path.to_path_buf() } else { std::path::absolute(path).unwrap_or(path.to_path_buf()) };
+    let location = location.to_string_lossy().into_owned();
+    let (counts, per_range) = match (read_by, counters) {
+        (ReadBy::Executors, Some(counters)) => {
+            let features_json = serde_json::to_vec(&FeatureEncoding { features: spec.clone(), encoding: None })
+                .map_err(|e| DriverError::Internal(format!("cannot encode the features: {e}")))?;
+            let source = v1::DataSource {
+                location: location.clone(),
+                version: source.version(),
+                rows,
+                partitions: split.partitions,
+                split_seed: split.seed,
+                test_fraction: split.test_fraction,
+                features_json,
+            };
+            counters.count(source, spec).await?
         }
-        let mut total = total.lock().map_err(|_| canopy_pipeline::DataError::Internal("a counting thread panicked".into()))?;
-        *total = std::mem::take(&mut *total).merge(counts);
-        Ok(tally)
-    })
-    .await?;
-    let counts = total.into_inner().map_err(|_| DriverError::Internal("a counting thread panicked".into()))?;
-    let mut per_range = vec![[0u64; 2]; parts];
-    for unit_tally in tallies {
-        per_range.iter_mut().zip(unit_tally).for_each(|(all, unit)| (all[0], all[1]) = (all[0] + unit[0], all[1] + unit[1]));
-    }
+        _ => {
+            let ranges = RowRanges::new(split.partitions, rows);
+            let slots = if read_by == ReadBy::Executors { parts } else { 0 };
+            // Counts are sums: each unit's are merged as it is done, in any order, into the same totals.
+            let total = std::sync::Mutex::new(Counts::default());
+            let tallies = featurized(&source, &pipeline, "counting", |features| {
+                let (counts, tally) = count_unit(&features, role, slots, |row| ranges.of(row) as usize);
+                let mut total = total.lock().map_err(|_| canopy_pipeline::DataError::Internal("a counting thread panicked".into()))?;
+                *total = std::mem::take(&mut *total).merge(counts);
+                Ok(tally)
+            })
+            .await?;
+            let counts = total.into_inner().map_err(|_| DriverError::Internal("a counting thread panicked".into()))?;
+            let mut per_range = vec![[0u64; 2]; parts];
+            for unit_tally in tallies {
+                per_range.iter_mut().zip(unit_tally).for_each(|(all, unit)| (all[0], all[1]) = (all[0] + unit[0], all[1] + unit[1]));
+            }
+            (counts, per_range)
+        }
+    };
     step("counted");
     if counts.rows_read == 0 {
         return Err(DriverError::EmptyDataset { path: path.to_path_buf(), stage: "(the file has no data rows)" });
@@ -180,7 +203,7 @@ pub async fn prepare(exp: &ValidExperiment, read_by: ReadBy) -> Result<Prepared>
     };
     let feature_names = spec.feature_names();
     if read_by == ReadBy::Executors {
-        let features = FeatureEncoding { features: spec.clone(), encoding: encoding.clone() };
+        let features = FeatureEncoding { features: spec.clone(), encoding: Some(encoding.clone()) };
         let features_json = serde_json::to_vec(&features).map_err(|e| DriverError::Internal(format!("cannot encode the features: {e}")))?;
         // Category indexes grow with the data; executors take requests of at most
         // MAX_REQUEST_BYTES, and BeginJob carries these.
@@ -193,7 +216,8 @@ pub async fn prepare(exp: &ValidExperiment, read_by: ReadBy) -> Result<Prepared>
             )));
         }
         let plan = ReadPlan {
-            layout: RowPartitioning { rows, partitions: split.partitions, seed: split.seed, test_fraction: split.test_fraction },
+            layout,
+            location,
             version: source.version(),
             features_json,
             train_rows: per_range.iter().map(|r| r[0]).collect(),
