@@ -36,22 +36,36 @@ pub struct FeatureEncoding {
     pub encoding: Option<Encoding>,
 }
 
-/// One unit's counts, and the (training, test) rows of each slot that `slot` gives a row
-/// (its partition among those counted): the counting pass's work on a unit, on the driver or
-/// on an executor.
-pub fn count_unit(
-    features: &UnitFeatures,
-    role: impl Fn(u64) -> Role,
-    slots: usize,
-    slot: impl Fn(u64) -> usize,
-) -> (Counts, Vec<[u64; 2]>) {
-    let mut tally = vec![[0u64; 2]; slots];
-    if slots > 0 {
-        for &row in &features.row_numbers {
-            tally[slot(row)][usize::from(role(row) == Role::Test)] += 1;
-        }
+/// The counting pass's totals, on the driver or on an executor: every unit's counts, and the
+/// (training, test) rows of each slot (a partition among those counted), merged as each unit
+/// finishes. Counts are sums, so any order of units gives the same totals.
+pub struct CountPass {
+    totals: Mutex<(Counts, Vec<[u64; 2]>)>,
+}
+
+impl CountPass {
+    pub fn new(slots: usize) -> CountPass {
+        CountPass { totals: Mutex::new((Counts::default(), vec![[0u64; 2]; slots])) }
     }
-    (Counts::of(features, role), tally)
+
+    /// Adds one unit; `role` gives a row's side of the split, `slot` its slot (when there are
+    /// slots) from its row number.
+    pub fn add(&self, features: &UnitFeatures, role: impl Fn(u64) -> Role, slot: impl Fn(u64) -> usize) -> Result<()> {
+        let counts = Counts::of(features, &role);
+        let mut totals = self.totals.lock().map_err(|_| DataError::Internal("a counting thread panicked".into()))?;
+        let (total, slots) = &mut *totals;
+        if !slots.is_empty() {
+            for &row in &features.row_numbers {
+                slots[slot(row)][usize::from(role(row) == Role::Test)] += 1;
+            }
+        }
+        *total = std::mem::take(total).merge(counts);
+        Ok(())
+    }
+
+    pub fn finish(self) -> Result<(Counts, Vec<[u64; 2]>)> {
+        self.totals.into_inner().map_err(|_| DataError::Internal("a counting thread panicked".into()))
+    }
 }
 
 /// Counts of partitions `indexes` (ascending, distinct) of the file at `location`, as the
@@ -70,23 +84,14 @@ pub async fn count(
     let ranges = RowRanges::new(partitions, rows);
     let position = positions(indexes, partitions)?;
     let role = |row: u64| assign(seed, row, test_fraction, partitions).0;
-    let total = Mutex::new(Counts::default());
+    let pass = CountPass::new(indexes.len());
     let wanted: Vec<_> = indexes.iter().map(|&i| ranges.range(i)).collect();
-    let tallies = source
+    source
         .for_each_in(pipeline.columns(), &wanted, |unit| {
-            let features = pipeline.featurize(unit)?;
-            let (counts, tally) = count_unit(&features, role, indexes.len(), |row| position[ranges.of(row) as usize]);
-            let mut total = total.lock().map_err(|_| DataError::Internal("a counting thread panicked".into()))?;
-            *total = std::mem::take(&mut *total).merge(counts);
-            Ok(tally)
+            pass.add(&pipeline.featurize(unit)?, role, |row| position[ranges.of(row) as usize])
         })
         .await?;
-    let counts = total.into_inner().map_err(|_| DataError::Internal("a counting thread panicked".into()))?;
-    let mut per_partition = vec![[0u64; 2]; indexes.len()];
-    for tally in tallies {
-        per_partition.iter_mut().zip(tally).for_each(|(all, unit)| (all[0], all[1]) = (all[0] + unit[0], all[1] + unit[1]));
-    }
-    Ok((counts, per_partition))
+    pass.finish()
 }
 
 /// Each partition's place among `indexes`, which must be ascending, distinct and below

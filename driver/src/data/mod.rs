@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use arrow::array::RecordBatch;
-use canopy_pipeline::partitions::{FeatureEncoding, RowPartitioning, assemble, count_unit};
+use canopy_pipeline::partitions::{CountPass, FeatureEncoding, RowPartitioning, assemble};
 use canopy_proto::MAX_REQUEST_BYTES;
 use canopy_proto::partition::encode;
 use canopy_proto::v1;
@@ -24,7 +24,6 @@ use crate::config::{Mode, ReadBy, ValidExperiment};
 use crate::count::Counters;
 use crate::error::{DriverError, Result};
 use crate::progress;
-use counts::Counts;
 use features::{Encoding, Pipeline, UnitFeatures, Values};
 use scan::Source;
 use split::{Role, RowRanges, assign};
@@ -156,22 +155,10 @@ pub async fn prepare(exp: &ValidExperiment, read_by: ReadBy, counters: Option<&C
         }
         _ => {
             let ranges = RowRanges::new(split.partitions, rows);
-            let slots = if read_by == ReadBy::Executors { parts } else { 0 };
-            // Counts are sums: each unit's are merged as it is done, in any order, into the same totals.
-            let total = std::sync::Mutex::new(Counts::default());
-            let tallies = featurized(&source, &pipeline, "counting", |features| {
-                let (counts, tally) = count_unit(&features, role, slots, |row| ranges.of(row) as usize);
-                let mut total = total.lock().map_err(|_| canopy_pipeline::DataError::Internal("a counting thread panicked".into()))?;
-                *total = std::mem::take(&mut *total).merge(counts);
-                Ok(tally)
-            })
-            .await?;
-            let counts = total.into_inner().map_err(|_| DriverError::Internal("a counting thread panicked".into()))?;
-            let mut per_range = vec![[0u64; 2]; parts];
-            for unit_tally in tallies {
-                per_range.iter_mut().zip(unit_tally).for_each(|(all, unit)| (all[0], all[1]) = (all[0] + unit[0], all[1] + unit[1]));
-            }
-            (counts, per_range)
+            // Executors reading their own rows need each range's rows; the driver's partitions don't.
+            let pass = CountPass::new(if read_by == ReadBy::Executors { parts } else { 0 });
+            featurized(&source, &pipeline, "counting", |features| pass.add(&features, role, |row| ranges.of(row) as usize)).await?;
+            pass.finish()?
         }
     };
     step("counted");
